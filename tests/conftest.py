@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/; each module there registers its own."""
+
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.models",
+]

@@ -1,0 +1,78 @@
+"""The S3 path against moto's server process over HTTP with real boto3."""
+
+from pathlib import Path
+
+import boto3
+import pytest
+
+from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.storage import (
+    ArtifactNotFound, ArtifactStore, CorruptArtifact, S3Settings, StorageSettings,
+)
+
+
+def _store(endpoint: str, bucket: str, threshold_mb: int = 5) -> ArtifactStore:
+    settings = StorageSettings(
+        artifact_root=f"s3://{bucket}/eurolora",
+        s3=S3Settings(endpoint_url=endpoint, region="eu-central-1", addressing_style="path",
+                      multipart_threshold_mb=threshold_mb),
+    )
+    return ArtifactStore(settings, ResidencyPolicy())
+
+
+def test_s3_publish_materialize_with_multipart(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    big = bytes(range(256)) * (6 * 1024 * 1024 // 256 + 7)  # > 5 MiB threshold: multipart upload
+    (src / "big.bin").write_bytes(big)
+    (src / "small.json").write_text('{"a": 1}')
+    store = _store(moto_server, s3_bucket)
+    uri = f"s3://{s3_bucket}/eurolora/runs/r1/ingest/chunks"
+    manifest = store.publish_dir(src, uri)
+    local = store.materialize(uri, tmp_path / "cache")
+    assert (local / "big.bin").read_bytes() == big
+    assert manifest.files["big.bin"]["size"] == len(big)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+            .list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert not [k for k in keys if ".staging-" in k]  # staging keys are cleaned up after publishing
+
+
+def test_s3_without_manifest_is_invisible(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    client.put_object(Bucket=s3_bucket, Key="eurolora/half/part.bin", Body=b"partial")
+    with pytest.raises(ArtifactNotFound):
+        _store(moto_server, s3_bucket).materialize(f"s3://{s3_bucket}/eurolora/half", tmp_path)
+
+
+def test_s3_corrupted_object_detected(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x.txt").write_text("good")
+    store = _store(moto_server, s3_bucket)
+    uri = f"s3://{s3_bucket}/eurolora/art"
+    store.publish_dir(src, uri)
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    client.put_object(Bucket=s3_bucket, Key="eurolora/art/x.txt", Body=b"evil")
+    with pytest.raises(CorruptArtifact):
+        store.materialize(uri, tmp_path / "cache")
+
+
+def test_s3_corpus_prefix_download_and_digest(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    client.put_object(Bucket=s3_bucket, Key="corpus/a.md", Body=b"# A")
+    client.put_object(Bucket=s3_bucket, Key="corpus/sub/b.txt", Body=b"B")
+    store = _store(moto_server, s3_bucket)
+    files = store.download_prefix(f"s3://{s3_bucket}/corpus", tmp_path / "dl")
+    assert sorted(p.relative_to(tmp_path / "dl").as_posix() for p in files) == ["a.md", "sub/b.txt"]
+    digest = store.tree_digest(f"s3://{s3_bucket}/corpus")
+    client.put_object(Bucket=s3_bucket, Key="corpus/a.md", Body=b"# A changed")
+    assert store.tree_digest(f"s3://{s3_bucket}/corpus") != digest
+
+
+def test_non_eu_endpoint_refused_before_any_call(tmp_path: Path) -> None:
+    settings = StorageSettings(
+        artifact_root="s3://b/x",
+        s3=S3Settings(endpoint_url="https://s3.us-east-1.amazonaws.com", region="us-east-1"),
+    )
+    with pytest.raises(ResidencyError, match="us-east-1"):
+        ArtifactStore(settings, ResidencyPolicy()).exists("s3://b/x/y")

@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from steps.common.residency import ResidencyPolicy
+from steps.common.storage import (
+    MANIFEST_NAME, ArtifactNotFound, ArtifactStore, CorruptArtifact, StorageSettings,
+)
+
+
+def _store(root: Path) -> ArtifactStore:
+    return ArtifactStore(StorageSettings(artifact_root=root.as_uri()), ResidencyPolicy())
+
+
+def _fill(directory: Path) -> None:
+    (directory / "sub").mkdir(parents=True)
+    (directory / "a.txt").write_text("alpha")
+    (directory / "sub" / "b.bin").write_bytes(b"\x00\x01" * 1000)
+
+
+def test_publish_then_materialize_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _fill(src)
+    store = _store(tmp_path)
+    uri = (tmp_path / "out" / "art").as_uri()
+    manifest = store.publish_dir(src, uri)
+    local = store.materialize(uri, tmp_path / "cache")
+    assert (local / "a.txt").read_text() == "alpha"
+    assert set(manifest.files) == {"a.txt", "sub/b.bin"}
+    assert store.read_manifest(uri).digest == manifest.digest
+
+
+def test_unpublished_directory_is_not_readable(tmp_path: Path) -> None:
+    half = tmp_path / "half"
+    _fill(half)  # files present, no manifest: what a crashed step leaves
+    with pytest.raises(ArtifactNotFound, match="no published artifact"):
+        _store(tmp_path).materialize(half.as_uri(), tmp_path / "cache")
+
+
+def test_tampered_file_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _fill(src)
+    store = _store(tmp_path)
+    uri = (tmp_path / "art").as_uri()
+    store.publish_dir(src, uri)
+    (tmp_path / "art" / "a.txt").write_text("tampered")
+    with pytest.raises(CorruptArtifact, match="a.txt does not match"):
+        store.materialize(uri, tmp_path / "cache")
+
+
+def test_republish_replaces_atomically(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    uri = (tmp_path / "art").as_uri()
+    for content in ("one", "two"):
+        src = tmp_path / f"src-{content}"
+        src.mkdir()
+        (src / "v.txt").write_text(content)
+        store.publish_dir(src, uri)
+    assert (tmp_path / "art" / "v.txt").read_text() == "two"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".art.")]  # no staging left behind
+    assert json.loads((tmp_path / "art" / MANIFEST_NAME).read_text())["files"].keys() == {"v.txt"}
+
+
+def test_tree_digest_changes_with_content(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "d.md").write_text("x")
+    store = _store(tmp_path)
+    before = store.tree_digest(corpus.as_uri())
+    (corpus / "d.md").write_text("y")
+    assert store.tree_digest(corpus.as_uri()) != before
