@@ -1,0 +1,12 @@
+"""Where the MLflow tracking server and model registry live (shared by finetune, judge, promote, canary)."""
+
+from pydantic import BaseModel, Field
+
+
+class RegistrySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    # Locally a SQLite file (sqlite:////abs/path/mlflow.db); on a cluster an EU MLflow server URL.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "eurolora"
+    model_name: str = "eurolora-adapter"  # registered model name; aliases champion/challenger/previous
+    timeout_s: float = Field(30.0, gt=0)  # every registry call is bounded
