@@ -1,0 +1,24 @@
+"""The CONFIG argument and `--set` overrides shared by every command that reads a config."""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", type=Path,
+                        help="pipeline config YAML (default: the shipped local config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set finetune.max_steps=10 (repeatable)")
+
+
+def load_config_or_exit(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
+    """The validated config, or every problem printed and exit code 2."""
+    from pipelines.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config, [*(extra_overrides or []), *args.overrides])
+    except ConfigError as exc:
+        print(f"eurolora: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

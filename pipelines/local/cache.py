@@ -1,0 +1,60 @@
+"""Step cache: keyed on (step, code version, input values, digests of input artifacts).
+
+Artifact URIs in the inputs are replaced by their manifest digests, so a step whose upstream re-ran
+with identical results is still a cache hit; the run id never enters the key.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.local.records import write_json_atomic
+from steps.common.storage import ArtifactNotFound, ArtifactStore, StorageError
+
+_URI_PREFIXES = ("file://", "s3://")
+
+
+def _content_identity(value: Any, store: ArtifactStore) -> Any:
+    """Replace artifact URIs by what they contain (a manifest digest, or a raw tree digest)."""
+    if not (isinstance(value, str) and value.startswith(_URI_PREFIXES)):
+        return value
+    try:
+        return {"artifact": store.read_manifest(value).digest}
+    except ArtifactNotFound:
+        return {"tree": store.tree_digest(value)}
+
+
+def cache_key(step: str, code_version: str, inputs: dict[str, Any], store: ArtifactStore) -> str:
+    identity = {name: _content_identity(value, store) for name, value in inputs.items()}
+    context = identity.get("context")
+    if isinstance(context, dict):  # the run id and scratch space do not change what a step computes
+        identity["context"] = {k: v for k, v in context.items() if k not in ("run_id", "scratch_dir")}
+    canonical = json.dumps({"step": step, "code": code_version, "inputs": identity}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class StepCache:
+    def __init__(self, root: Path, store: ArtifactStore) -> None:
+        self.root = root
+        self.store = store
+
+    def _path(self, step: str, key: str) -> Path:
+        return self.root / f"{step}-{key}.json"
+
+    def lookup(self, step: str, key: str) -> tuple[dict[str, Any], str] | None:
+        """Cached outputs and the run that produced them, if every output artifact still exists."""
+        path = self._path(step, key)
+        if not path.is_file():
+            return None
+        entry = json.loads(path.read_text())
+        for value in entry["outputs"].values():
+            if isinstance(value, str) and value.startswith(_URI_PREFIXES):
+                try:
+                    self.store.read_manifest(value)
+                except StorageError:
+                    return None
+        return entry["outputs"], entry["run_id"]
+
+    def save(self, step: str, key: str, outputs: dict[str, Any], run_id: str) -> None:
+        write_json_atomic(self._path(step, key), {"outputs": outputs, "run_id": run_id})

@@ -1,0 +1,49 @@
+"""`eurolora run`: the whole pipeline on this machine."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.config_args import add_config_arguments, load_config_or_exit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run the pipeline locally (embedded model by default)")
+    add_config_arguments(parser)
+    parser.add_argument("--corpus", help="documents to ingest: a directory or an s3:// prefix")
+    parser.add_argument("--run-dir", type=Path, help="directory of this run (default: RUNS_DIR/RUN_ID)")
+    parser.add_argument("--until", metavar="STEP", help="stop after this step (e.g. ingest)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="re-run only what failed or changed in RUN_ID")
+    parser.add_argument("--no-cache", action="store_true", help="run every step even if cached")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pipelines.local.display import default_display
+    from pipelines.local.runner import LocalRunner, StepFailed
+    from pipelines.local.summary_table import print_summary
+    from pipelines.spec import build_pipeline
+
+    corpus = [f"corpus={Path(args.corpus).resolve().as_uri()}"] if args.corpus and "://" not in args.corpus \
+        else ([f"corpus={args.corpus}"] if args.corpus else [])
+    config = load_config_or_exit(args, corpus)
+    pipeline = build_pipeline()
+    if args.until:
+        try:
+            pipeline.node(args.until)
+        except KeyError as exc:
+            print(f"eurolora: --until: {exc.args[0]}", file=sys.stderr)
+            return 2
+    runner = LocalRunner(config, pipeline, default_display(), use_cache=not args.no_cache)
+    try:
+        summary = runner.run(run_dir=args.run_dir, until=args.until, resume=args.resume)
+    except StepFailed as exc:
+        print(f"eurolora: step '{exc.record.name}' failed: {exc.record.error}\n"
+              f"  log: {exc.record.log}\n  resume with: eurolora run --resume {Path(exc.record.log).parents[2].name}",
+              file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"eurolora: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0

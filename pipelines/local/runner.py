@@ -1,0 +1,174 @@
+"""Walks the pipeline graph on this machine with Argo's semantics: dependencies, `when`, retries on
+transient failures, caching (memoization), each step in its own process like a pod."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipelines.code_version import pipeline_code_version, step_code_version
+from pipelines.config import PipelineConfig
+from pipelines.local.cache import StepCache, cache_key
+from pipelines.local.display import RunDisplay
+from pipelines.local.records import RunSummary, StepRecord, write_json_atomic
+from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline
+from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
+from steps.common.residency import OFFLINE_ENV
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, record: StepRecord) -> None:
+        super().__init__(f"step {record.name} failed ({record.error}); log: {record.log}")
+        self.record = record
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+class LocalRunner:
+    def __init__(self, config: PipelineConfig, pipeline: Pipeline, display: RunDisplay,
+                 use_cache: bool = True) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.display = display
+        self.use_cache = use_cache
+        self.runs_root = Path(config.local.runs_dir)
+
+    def run(self, run_dir: Path | None = None, until: str | None = None, resume: str | None = None
+            ) -> RunSummary:
+        """Run (or resume) the pipeline; raises StepFailed naming the step and its log."""
+        if resume:
+            run_dir = run_dir or self.runs_root / resume
+            if not run_dir.is_dir():
+                raise FileNotFoundError(f"--resume {resume}: no run directory {run_dir}")
+        run_dir = (run_dir or self.runs_root / new_run_id()).resolve()
+        nodes = self.pipeline.until(until) if until else self.pipeline.ordered()
+        summary = RunSummary(run_id=run_dir.name, run_dir=str(run_dir), config_name=self.config.name,
+                             steps=[StepRecord(name=n.name) for n in nodes])
+        write_json_atomic(run_dir / "config.json", self.config.model_dump(mode="json"))
+        context = RuntimeContext(run_id=summary.run_id, storage=self.config.storage,
+                                 residency=self.config.residency, scratch_dir=str(run_dir / "scratch"))
+        cache = StepCache(self.runs_root / ".cache", context.store())
+        started = time.monotonic()
+        self.display.start([n.name for n in nodes])
+        try:
+            for node in nodes:
+                record = summary.step(node.name)
+                self._run_node(node, record, summary, context, cache, run_dir)
+                write_json_atomic(run_dir / "summary.json", summary.model_dump(mode="json"))
+                if record.status == "failed":
+                    summary.status = "failed"
+                    raise StepFailed(record)
+            summary.status = "succeeded"
+        finally:
+            self.display.stop()
+            summary.duration_s = round(time.monotonic() - started, 2)
+            write_json_atomic(run_dir / "summary.json", summary.model_dump(mode="json"))
+        return summary
+
+    def _run_node(self, node: Node, record: StepRecord, summary: RunSummary, context: RuntimeContext,
+                  cache: StepCache, run_dir: Path) -> None:
+        step_dir = run_dir / "steps" / node.name
+        if node.when and not self._when_holds(node, summary):
+            record.status = "skipped"
+            self.display.step_finished(record)
+            return
+        inputs = self._resolve_inputs(node, summary, context)
+        write_json_atomic(step_dir / "inputs.json", inputs)
+        record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
+        hit = cache.lookup(node.name, record.cache_key) if self.use_cache else None
+        if hit:
+            record.outputs, record.reused_from_run = hit
+            record.status = "cached"
+            write_json_atomic(step_dir / "outputs.json", record.outputs)
+            self.display.step_finished(record)
+            return
+        self.display.step_started(node.name)
+        started = time.monotonic()
+        record.status = "running"
+        rc = self._execute_with_retries(node, record, step_dir)
+        record.duration_s = round(time.monotonic() - started, 2)
+        if rc == 0:
+            record.outputs = json.loads((step_dir / "outputs.json").read_text())
+            record.status = "succeeded"
+            cache.save(node.name, record.cache_key, record.outputs, summary.run_id)
+        else:
+            record.status = "failed"
+            record.error = record.error or f"exit code {rc}"
+        write_json_atomic(step_dir / "timing.json", {"duration_s": record.duration_s,
+                                                     "attempts": record.attempts})
+        self.display.step_finished(record)
+
+    def _execute_with_retries(self, node: Node, record: StepRecord, step_dir: Path) -> int:
+        retries = self.config.local.transient_retries
+        while True:
+            record.attempts += 1
+            rc = self._execute(node, record, step_dir)
+            if rc != EXIT_TRANSIENT or record.attempts > retries:
+                return rc
+            time.sleep(min(2 ** record.attempts, 30))  # backoff, as Argo's retryStrategy does
+
+    def _execute(self, node: Node, record: StepRecord, step_dir: Path) -> int:
+        outputs_path = step_dir / "outputs.json"
+        outputs_path.unlink(missing_ok=True)
+        progress_path = step_dir / "progress"
+        log_path = step_dir / "log.txt"
+        record.log = str(log_path)
+        env = {**os.environ, **OFFLINE_ENV, "ARGO_PROGRESS_FILE": str(progress_path),
+               "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        argv = [sys.executable, "-m", "pipelines.step_process", node.entrypoint,
+                str(step_dir / "inputs.json"), str(outputs_path)]
+        deadline = time.monotonic() + self.config.local.step_timeout_s
+        with log_path.open("ab") as log:
+            log.write(f"--- attempt {record.attempts} ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            while proc.poll() is None:
+                self._report_progress(node.name, progress_path)
+                if time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    record.error = f"timed out after {self.config.local.step_timeout_s:.0f}s"
+                    return 1
+                time.sleep(0.5)
+        self._report_progress(node.name, progress_path)
+        return proc.returncode
+
+    def _report_progress(self, name: str, progress_path: Path) -> None:
+        try:
+            current, total = progress_path.read_text().split("/")
+            self.display.step_progress(name, int(current), int(total))
+        except (OSError, ValueError):
+            pass
+
+    def _resolve_inputs(self, node: Node, summary: RunSummary, context: RuntimeContext) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for field, binding in node.bindings.items():
+            if isinstance(binding, FromConfig):
+                value = self.config.get(binding.path)
+            elif isinstance(binding, FromStep):
+                value = summary.step(binding.step).outputs[binding.output]
+            elif binding.name == "context":
+                value = context
+            else:
+                value = pipeline_code_version()
+            inputs[field] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        return inputs
+
+    @staticmethod
+    def _when_holds(node: Node, summary: RunSummary) -> bool:
+        assert node.when is not None
+        upstream = summary.step(node.when.step)
+        if upstream.status not in ("succeeded", "cached"):
+            return False
+        return json.dumps(upstream.outputs.get(node.when.output)).strip('"') == node.when.equals
