@@ -1,0 +1,107 @@
+"""The local runner on a toy pipeline: real subprocesses, real artifact store, real cache."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.local.display import LineDisplay
+from pipelines.local.runner import LocalRunner, StepFailed
+from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline, When
+
+TOY = Pipeline((
+    Node("count", "tests.toy_steps.count", "cpu", {
+        "context": FromRun("context"), "corpus_uri": FromConfig("corpus"), "label": FromConfig("name")}),
+    Node("summarise", "tests.toy_steps.summarise", "cpu", {
+        "context": FromRun("context"), "counts_uri": FromStep("count", "counts_uri")}),
+    Node("announce", "tests.toy_steps.announce", "cpu", {"text": FromStep("summarise", "text")},
+         when=When("summarise", "large", "true")),
+))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("a.md", "b.md", "c.md"):
+        (corpus / name).write_text(name)
+    monkeypatch.setenv("TOY_MARKER_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _runner(workdir: Path, *overrides: str) -> LocalRunner:
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}", *overrides], cwd=workdir)
+    return LocalRunner(config, TOY, LineDisplay())
+
+
+def test_run_records_every_step_and_summary(workdir: Path) -> None:
+    summary = _runner(workdir).run()
+    run_dir = Path(summary.run_dir)
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["status"] == "succeeded"
+    assert [(s["name"], s["status"]) for s in on_disk["steps"]] == [
+        ("count", "succeeded"), ("summarise", "succeeded"), ("announce", "succeeded")]
+    assert on_disk["steps"][0]["outputs"]["n_files"] == 3
+    assert on_disk["steps"][2]["outputs"]["message"] == "large corpus (local-demo:3)"
+    for step in ("count", "summarise", "announce"):
+        for name in ("inputs.json", "outputs.json", "log.txt", "timing.json"):
+            assert (run_dir / "steps" / step / name).is_file()
+
+
+def test_second_identical_run_reuses_every_step(workdir: Path) -> None:
+    first = _runner(workdir).run()
+    second = _runner(workdir).run()
+    assert [s.status for s in second.steps] == ["cached"] * 3
+    assert {s.reused_from_run for s in second.steps} == {first.run_id}
+    assert second.steps[0].outputs == first.steps[0].outputs
+
+
+def test_changed_input_reruns_that_step_and_content_keyed_downstream(workdir: Path) -> None:
+    _runner(workdir).run()
+    (workdir / "corpus" / "d.md").write_text("new document")
+    summary = _runner(workdir).run()
+    assert [s.status for s in summary.steps] == ["succeeded", "succeeded", "succeeded"]
+    # Same content upstream (only the run id differs) -> the downstream step is still a cache hit.
+    (workdir / "corpus" / "d.md").unlink()
+    again = _runner(workdir).run(until="count")
+    assert [s.status for s in again.steps] == ["cached"]
+
+
+def test_failure_names_step_and_resume_reruns_only_what_failed(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOY_FAIL_SUMMARISE", "always")
+    with pytest.raises(StepFailed) as failed:
+        _runner(workdir).run()
+    record = failed.value.record
+    assert record.name == "summarise" and record.status == "failed"
+    assert "simulated bug" in Path(record.log).read_text()
+    run_id = Path(record.log).parents[2].name
+    monkeypatch.delenv("TOY_FAIL_SUMMARISE")
+    resumed = _runner(workdir).run(resume=run_id)
+    assert resumed.run_id == run_id
+    assert [s.status for s in resumed.steps] == ["cached", "succeeded", "succeeded"]
+
+
+def test_transient_failure_is_retried(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOY_FAIL_COUNT", "transient-once")
+    summary = _runner(workdir, "local.transient_retries=1").run(until="count")
+    assert summary.steps[0].status == "succeeded" and summary.steps[0].attempts == 2
+
+
+def test_transient_failure_without_retries_fails(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOY_FAIL_COUNT", "transient-once")
+    with pytest.raises(StepFailed, match="exit code 75"):
+        _runner(workdir, "local.transient_retries=0").run(until="count")
+
+
+def test_when_condition_skips(workdir: Path) -> None:
+    (workdir / "corpus" / "a.md").unlink()
+    (workdir / "corpus" / "b.md").unlink()
+    summary = _runner(workdir).run()
+    assert [s.status for s in summary.steps] == ["succeeded", "succeeded", "skipped"]
+
+
+def test_until_runs_only_the_needed_steps(workdir: Path) -> None:
+    summary = _runner(workdir).run(until="summarise")
+    assert [s.name for s in summary.steps] == ["count", "summarise"]
