@@ -13,16 +13,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from steps.common.errors import EXIT_TRANSIENT, TransientError
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import ArtifactStore, StorageSettings, join_uri
 
-
-class TransientError(RuntimeError):
-    """A failure worth retrying (endpoint down, timeout). Steps exit with EXIT_TRANSIENT for it."""
-
-
-# EX_TEMPFAIL from sysexits.h; Argo's retryStrategy expression and the local runner retry only on it.
-EXIT_TRANSIENT = 75
+__all__ = ["EXIT_TRANSIENT", "RuntimeContext", "TransientError", "publishing"]
 
 
 class RuntimeContext(BaseModel):

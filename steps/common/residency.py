@@ -60,7 +60,7 @@ class ResidencyPolicy(BaseModel):
     def check_region(self, region: str, key: str) -> None:
         normalised = region.strip().lower()
         if normalised not in {r.lower() for r in self.allowed_regions}:
-            raise ResidencyError(key, region, f"region is not in the allowed regions {self.allowed_regions}")
+            raise ResidencyError(key, region, "region is not in residency.allowed_regions (EU/EEA by default)")
 
     def check_url(self, url: str, key: str) -> None:
         """Refuse any URL whose host is not allowed, whatever tricks the string plays."""
@@ -92,3 +92,15 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Set in every step process and pod: no model-hub downloads, no telemetry from any library we use.
+OFFLINE_ENV: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}

@@ -5,19 +5,21 @@ Publishing is atomic: files are staged under a temporary name/key, then made vis
 manifest exists and whose files match it, so a step that crashed mid-write is never read by the next.
 """
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from steps.common.errors import TransientError
 from steps.common.residency import ResidencyPolicy
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -114,6 +116,26 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _outage_is_transient(method: Callable) -> Callable:
+    """An unreachable S3 endpoint (after botocore's own retries) becomes a TransientError, so the step
+    exits 75 and the runner (or Argo's retryStrategy) retries it with backoff."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ArtifactStore", *args: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ReadTimeoutError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (BotoConnectionError, ReadTimeoutError) as exc:
+            endpoint = self.settings.s3.endpoint_url or f"S3 ({self.settings.s3.region})"
+            raise TransientError(
+                f"{endpoint} unreachable after {self.settings.s3.max_attempts} attempts: {type(exc).__name__}"
+            ) from exc
+
+    return wrapper
+
+
 class ArtifactStore:
     """Reads and publishes artifacts; checks every S3 endpoint against the residency policy first."""
 
@@ -123,6 +145,7 @@ class ArtifactStore:
         self._client: Any = None
 
     # ---- public API -------------------------------------------------------------------------
+    @_outage_is_transient
     def publish_dir(self, local_dir: Path, uri: str) -> Manifest:
         """Publish every file under `local_dir` at `uri`; the manifest is written last."""
         manifest = build_manifest(local_dir)
@@ -132,6 +155,7 @@ class ArtifactStore:
             self._publish_file(local_dir, _file_path(uri), manifest)
         return manifest
 
+    @_outage_is_transient
     def read_manifest(self, uri: str) -> Manifest:
         raw = self._read_object(join_uri(uri, MANIFEST_NAME))
         if raw is None:
@@ -146,6 +170,7 @@ class ArtifactStore:
             return False
         return True
 
+    @_outage_is_transient
     def materialize(self, uri: str, cache_dir: Path) -> Path:
         """A local directory holding the verified artifact (in place for file://, downloaded for s3://)."""
         manifest = self.read_manifest(uri)
@@ -166,6 +191,7 @@ class ArtifactStore:
         _verify(local, manifest, uri)
         return local
 
+    @_outage_is_transient
     def download_prefix(self, uri: str, dest: Path) -> list[Path]:
         """Copy raw files (e.g. a document corpus with no manifest) under a prefix to `dest`."""
         dest.mkdir(parents=True, exist_ok=True)
@@ -182,12 +208,14 @@ class ArtifactStore:
             paths.append(target)
         return sorted(paths)
 
+    @_outage_is_transient
     def read_bytes(self, uri: str) -> bytes:
         data = self._read_object(uri)
         if data is None:
             raise StorageError(f"object not found: {uri}")
         return data
 
+    @_outage_is_transient
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write one small object atomically (temporary name, then rename; S3 PUT is atomic)."""
         if uri.startswith("s3://"):
@@ -196,6 +224,7 @@ class ArtifactStore:
         else:
             _atomic_write_bytes(_file_path(uri), data)
 
+    @_outage_is_transient
     def tree_digest(self, uri: str) -> str:
         """Digest of a raw prefix's listing and contents (used to key caches on a corpus)."""
         digest = hashlib.sha256()

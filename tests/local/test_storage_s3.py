@@ -76,3 +76,16 @@ def test_non_eu_endpoint_refused_before_any_call(tmp_path: Path) -> None:
     )
     with pytest.raises(ResidencyError, match="us-east-1"):
         ArtifactStore(settings, ResidencyPolicy()).exists("s3://b/x/y")
+
+
+def test_s3_outage_becomes_transient_error_after_bounded_retries(tmp_path: Path, s3_env: None) -> None:
+    from tests.fixtures.processes import free_port
+    from steps.common.errors import TransientError
+
+    settings = StorageSettings(
+        artifact_root="s3://gone/x",
+        s3=S3Settings(endpoint_url=f"http://127.0.0.1:{free_port()}", region="eu-central-1",
+                      connect_timeout_s=0.5, read_timeout_s=0.5, max_attempts=2),
+    )
+    with pytest.raises(TransientError, match="unreachable after 2 attempts"):
+        ArtifactStore(settings, ResidencyPolicy()).read_manifest("s3://gone/x/a")
