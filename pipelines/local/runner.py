@@ -78,7 +78,7 @@ class LocalRunner:
     def _run_node(self, node: Node, record: StepRecord, summary: RunSummary, context: RuntimeContext,
                   cache: StepCache, run_dir: Path) -> None:
         step_dir = run_dir / "steps" / node.name
-        if node.when and not self._when_holds(node, summary):
+        if self._upstream_skipped(node, summary) or (node.when and not self._when_holds(node, summary)):
             record.status = "skipped"
             self.display.step_finished(record)
             return
@@ -164,6 +164,11 @@ class LocalRunner:
                 value = pipeline_code_version()
             inputs[field] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         return inputs
+
+    @staticmethod
+    def _upstream_skipped(node: Node, summary: RunSummary) -> bool:
+        """A node whose input comes from a skipped step is skipped too (Argo: `depends: X.Succeeded`)."""
+        return any(summary.step(name).status == "skipped" for name in node.upstream)
 
     @staticmethod
     def _when_holds(node: Node, summary: RunSummary) -> bool:

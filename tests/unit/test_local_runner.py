@@ -102,6 +102,15 @@ def test_when_condition_skips(workdir: Path) -> None:
     assert [s.status for s in summary.steps] == ["succeeded", "succeeded", "skipped"]
 
 
+def test_steps_downstream_of_a_skipped_step_are_skipped(workdir: Path) -> None:
+    (workdir / "corpus" / "a.md").unlink()
+    (workdir / "corpus" / "b.md").unlink()
+    after_skip = Node("after", "tests.toy_steps.announce", "cpu", {"text": FromStep("announce", "message")})
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    summary = LocalRunner(config, Pipeline((*TOY.nodes, after_skip)), LineDisplay()).run()
+    assert [s.status for s in summary.steps] == ["succeeded", "succeeded", "skipped", "skipped"]
+
+
 def test_until_runs_only_the_needed_steps(workdir: Path) -> None:
     summary = _runner(workdir).run(until="summarise")
     assert [s.name for s in summary.steps] == ["count", "summarise"]
