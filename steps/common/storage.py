@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -101,9 +101,13 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
-def _file_path(uri: str) -> Path:
+def local_path(uri: str) -> Path:
+    """The filesystem path of a file:// URI (or a plain path), percent-decoded."""
+    if "://" not in uri:
+        return Path(uri)
     parts = urlsplit(uri)
-    return Path(parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else Path(parts.path)
+    path = unquote(parts.path)
+    return Path(parts.netloc + path) if parts.netloc not in ("", "localhost") else Path(path)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -152,7 +156,7 @@ class ArtifactStore:
         if uri.startswith("s3://"):
             self._publish_s3(local_dir, uri, manifest)
         else:
-            self._publish_file(local_dir, _file_path(uri), manifest)
+            self._publish_file(local_dir, local_path(uri), manifest)
         return manifest
 
     @_outage_is_transient
@@ -187,7 +191,7 @@ class ArtifactStore:
                 else:
                     os.replace(staging, local)
             return local
-        local = _file_path(uri)
+        local = local_path(uri)
         _verify(local, manifest, uri)
         return local
 
@@ -196,7 +200,7 @@ class ArtifactStore:
         """Copy raw files (e.g. a document corpus with no manifest) under a prefix to `dest`."""
         dest.mkdir(parents=True, exist_ok=True)
         if not uri.startswith("s3://"):
-            source = _file_path(uri)
+            source = local_path(uri)
             if not source.is_dir():
                 raise StorageError(f"corpus {uri} is not a directory")
             return sorted(p for p in source.rglob("*") if p.is_file())
@@ -222,7 +226,7 @@ class ArtifactStore:
             bucket, key = _split_s3(uri)
             self._s3().put_object(Bucket=bucket, Key=key, Body=data)
         else:
-            _atomic_write_bytes(_file_path(uri), data)
+            _atomic_write_bytes(local_path(uri), data)
 
     @_outage_is_transient
     def tree_digest(self, uri: str) -> str:
@@ -233,7 +237,7 @@ class ArtifactStore:
             for key, etag in self._list_keys_with_etags(bucket, prefix):
                 digest.update(f"{key[len(prefix):]}\0{etag}\n".encode())
         else:
-            root = _file_path(uri)
+            root = local_path(uri)
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
                 digest.update(f"{path.relative_to(root)}\0{sha256_file(path)}\n".encode())
         return digest.hexdigest()
@@ -329,7 +333,7 @@ class ArtifactStore:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
                 raise
-        path = _file_path(uri)
+        path = local_path(uri)
         return path.read_bytes() if path.is_file() else None
 
 

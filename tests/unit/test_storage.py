@@ -70,3 +70,15 @@ def test_tree_digest_changes_with_content(tmp_path: Path) -> None:
     before = store.tree_digest(corpus.as_uri())
     (corpus / "d.md").write_text("y")
     assert store.tree_digest(corpus.as_uri()) != before
+
+
+def test_paths_with_spaces_and_non_ascii_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "Ordner mit Leerzeichen é"
+    src.mkdir()
+    (src / "ä.txt").write_text("x")
+    store = _store(tmp_path)
+    uri = (tmp_path / "Zielordner ü" / "art").as_uri()
+    assert "%20" in uri
+    store.publish_dir(src, uri)
+    assert (store.materialize(uri, tmp_path / "c") / "ä.txt").read_text() == "x"
+    assert [p.name for p in store.download_prefix(src.as_uri(), tmp_path / "d")] == ["ä.txt"]

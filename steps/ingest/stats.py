@@ -1,0 +1,43 @@
+"""Counts about one ingest run for stats.json: how much went in, what came out, what was set aside.
+
+Counts only, by design (data minimisation): never a text, never a redacted value.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IngestStats:
+    files_by_format: Counter[str] = field(default_factory=Counter)
+    documents_by_format: Counter[str] = field(default_factory=Counter)
+    documents_by_language: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0
+    tokens: int = 0
+    # exact / near: documents; exact_chunks: chunks repeating one already kept (shared boilerplate).
+    duplicates_removed: Counter[str] = field(default_factory=lambda: Counter(exact=0, near=0, exact_chunks=0))
+    chunks_below_min_tokens: int = 0
+    pii_redacted: Counter[str] = field(default_factory=lambda: Counter(email=0, phone=0, iban=0))
+    quarantined_by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def documents(self) -> int:
+        return sum(self.documents_by_format.values())
+
+    def to_json(self) -> str:
+        body = {
+            "files": sum(self.files_by_format.values()),
+            "files_by_format": dict(self.files_by_format),
+            "documents": self.documents,
+            "documents_by_format": dict(self.documents_by_format),
+            "documents_by_language": dict(self.documents_by_language),
+            "chunks": self.chunks,
+            "tokens": self.tokens,
+            "duplicates_removed": dict(self.duplicates_removed),
+            "chunks_below_min_tokens": self.chunks_below_min_tokens,
+            "pii_redacted": dict(self.pii_redacted),
+            "quarantined": sum(self.quarantined_by_reason.values()),
+            "quarantined_by_reason": dict(self.quarantined_by_reason),
+        }
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,108 @@
+"""The per-document pipeline on small corpora built here: cleaning, language, duplicates, PII, rows."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from steps.common.progress import Progress
+from steps.ingest.chunking import TokenCounter
+from steps.ingest.corpus import CorpusIngester, IngestResult
+from steps.ingest.language import LanguageDetector
+from steps.ingest.quarantine import Reason
+from steps.ingest.settings import IngestSettings
+from steps.ingest.tokens import load_token_counter
+
+EN = ("Every new colleague gets a buddy from a neighbouring team for the first ninety days. "
+      "The buddy answers everyday questions, shows the site and joins for lunch at least once a week. ")
+DE = ("Die Reisekostenabrechnung ist spätestens dreißig Tage nach Reiseende einzureichen. "
+      "Alle Belege werden fotografiert und hochgeladen, die Erstattung erfolgt mit der nächsten "
+      "Gehaltsabrechnung. ")
+PT = ("Os funcionários podem trabalhar remotamente até dois dias por semana, depois de combinarem "
+      "os dias com a sua equipa. O pedido é feito no portal com pelo menos dez dias de antecedência. ")
+
+
+@pytest.fixture(scope="module")
+def count(embedded_model_dir: Path) -> TokenCounter:
+    return load_token_counter(embedded_model_dir)
+
+
+@pytest.fixture(scope="module")
+def detector() -> LanguageDetector:
+    return LanguageDetector(IngestSettings().languages)
+
+
+def _ingest(root: Path, count: TokenCounter, detector: LanguageDetector, **settings: object) -> IngestResult:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    listed = [(path, path.relative_to(root).as_posix()) for path in files]
+    return CorpusIngester(IngestSettings(**settings), count, detector).ingest(listed, Progress(len(listed)))
+
+
+def test_mixed_corpus(tmp_path: Path, count: TokenCounter, detector: LanguageDetector) -> None:
+    long_en = EN * 6
+    (tmp_path / "a-en.md").write_text("# Buddy\n\n" + long_en, encoding="utf-8")
+    (tmp_path / "b-de.txt").write_text(DE * 3 + "Kontakt: katrin.albers@firma.example, Tel. 040/5550 1235.",
+                                       encoding="utf-8")
+    (tmp_path / "c-copy.md").write_text("# Buddy\n\n" + long_en, encoding="utf-8")
+    near = long_en.replace("ninety", "sixty", 1)
+    (tmp_path / "d-near.md").write_text("# Buddy\n\n" + near, encoding="utf-8")
+    (tmp_path / "e-pt.txt").write_text(PT * 2, encoding="utf-8")
+    (tmp_path / "f-scripts.html").write_text("<html><body><script>x()</script></body></html>",
+                                             encoding="utf-8")
+    (tmp_path / "g-short.txt").write_text("Ok.", encoding="utf-8")
+    (tmp_path / "h-image.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "z-en.txt").write_text(EN.replace("buddy", "mentor") * 2, encoding="utf-8")
+
+    result = _ingest(tmp_path, count, detector, chunk_tokens=64, chunk_overlap_tokens=8)
+
+    reasons = {record.path: record.reason for record in result.quarantine}
+    assert reasons == {
+        "c-copy.md": Reason.DUPLICATE, "d-near.md": Reason.NEAR_DUPLICATE,
+        "e-pt.txt": Reason.LANGUAGE_NOT_ALLOWED, "f-scripts.html": Reason.NO_TEXT_AFTER_CLEANING,
+        "g-short.txt": Reason.TOO_SHORT, "h-image.md": Reason.BINARY,
+    }
+    duplicate = next(r for r in result.quarantine if r.path == "c-copy.md")
+    assert duplicate.doc_id and duplicate.detail.startswith("same text as a-en.md@")
+    assert "'pt'" in next(r for r in result.quarantine if r.path == "e-pt.txt").detail
+
+    docs = {row.doc_id.split("@")[0]: row.language for row in result.chunks}
+    assert docs == {"a-en.md": "en", "b-de.txt": "de", "sub/z-en.txt": "en"}
+    for row in result.chunks:
+        assert row.n_tokens == count(row.text) <= 64
+        assert row.sha256 == hashlib.sha256(row.text.encode()).hexdigest()
+        assert row.chunk_id.startswith(row.doc_id + "#")
+    published = " ".join(row.text for row in result.chunks)
+    assert "[EMAIL]" in published and "[PHONE]" in published and "katrin" not in published
+
+    stats = result.stats
+    assert stats.documents == 3 and stats.chunks == len(result.chunks)
+    assert stats.documents_by_language == {"en": 2, "de": 1}
+    assert stats.duplicates_removed["exact"] == 1 and stats.duplicates_removed["near"] == 1
+    assert stats.pii_redacted == {"email": 1, "phone": 1, "iban": 0}
+    assert sum(stats.quarantined_by_reason.values()) == 6
+    assert stats.files_by_format == {"markdown": 4, "text": 4, "html": 1}
+
+
+def test_pii_is_kept_when_redaction_is_off(tmp_path: Path, count: TokenCounter,
+                                           detector: LanguageDetector) -> None:
+    (tmp_path / "contact.txt").write_text(DE + "Kontakt: katrin.albers@firma.example.", encoding="utf-8")
+    result = _ingest(tmp_path, count, detector, redact_pii=False)
+    assert "katrin.albers@firma.example" in result.chunks[0].text
+    assert sum(result.stats.pii_redacted.values()) == 0
+
+
+def test_only_allowed_languages_pass(tmp_path: Path, count: TokenCounter, detector: LanguageDetector) -> None:
+    (tmp_path / "de.txt").write_text(DE * 2, encoding="utf-8")
+    result = _ingest(tmp_path, count, LanguageDetector(["en"]), languages=["en"])
+    assert [r.reason for r in result.quarantine] == [Reason.LANGUAGE_NOT_ALLOWED]
+    assert result.chunks == []
+
+
+def test_output_does_not_depend_on_the_run(tmp_path: Path, count: TokenCounter,
+                                           detector: LanguageDetector) -> None:
+    (tmp_path / "a.md").write_text(EN * 10, encoding="utf-8")
+    (tmp_path / "b.txt").write_text(DE * 10, encoding="utf-8")
+    first = _ingest(tmp_path, count, detector, chunk_tokens=48, chunk_overlap_tokens=8)
+    second = _ingest(tmp_path, count, LanguageDetector(["en", "de"]), chunk_tokens=48, chunk_overlap_tokens=8)
+    assert first.chunks == second.chunks and len(first.chunks) > 4

@@ -1,0 +1,190 @@
+"""Each quarantine reason a reader can give, from hostile files made here, plus the formats that work."""
+
+import gzip
+import io
+import json
+import tarfile
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from steps.ingest.quarantine import QuarantineRecord, Reason
+from steps.ingest.readers import SourceDocument, read_file
+from steps.ingest.settings import IngestSettings
+
+DEMO_PDF = Path(__file__).resolve().parents[2] / "pipelines" / "corpus" / "demo" / "guide-site-lyon.pdf"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+
+
+def _read(path: Path, settings: IngestSettings | None = None) -> list[SourceDocument | QuarantineRecord]:
+    return read_file(path, path.name, settings or IngestSettings())
+
+
+def _reason(path: Path, settings: IngestSettings | None = None) -> Reason:
+    (outcome,) = _read(path, settings)
+    assert isinstance(outcome, QuarantineRecord), outcome
+    assert outcome.path == path.name and outcome.detail
+    return outcome.reason
+
+
+def _zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("inner.txt", "hidden text")
+    return buffer.getvalue()
+
+
+def _tar_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("inner.md")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"hello"))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("empty.md", b"", Reason.EMPTY),
+    ("blank.txt", b"  \n\t\n", Reason.EMPTY),
+    ("image.md", PNG, Reason.BINARY),
+    ("controls.txt", b"abc" + bytes(range(1, 9)) * 20, Reason.BINARY),
+    ("latin1.txt", "Café à Paris, große Straße".encode("latin-1"), Reason.INVALID_UTF8),
+    ("utf16.txt", "Hallo Welt".encode("utf-16"), Reason.INVALID_UTF8),
+    ("bundle.txt", _zip_bytes(), Reason.ARCHIVE),
+    ("bundle.md", _tar_bytes(), Reason.ARCHIVE),
+    ("notes.txt", gzip.compress(b"compressed notes"), Reason.ARCHIVE),
+    ("report.docx", _zip_bytes(), Reason.ARCHIVE),
+    ("table.csv", b"a,b\n1,2\n", Reason.UNSUPPORTED_FORMAT),
+    ("fake.pdf", b"just text pretending to be a PDF", Reason.CORRUPT_PDF),
+    ("cut.pdf", DEMO_PDF.read_bytes()[:2500], Reason.CORRUPT_PDF),
+    ("deep.html", b"<html><body>" + b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000 + b"</body></html>",
+     Reason.TOO_DEEPLY_NESTED),
+])
+def test_hostile_files_are_quarantined(tmp_path: Path, name: str, content: bytes, reason: Reason) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert _reason(path) == reason
+
+
+def _encrypted_pdf(tmp_path: Path, user_password: str) -> Path:
+    writer = PdfWriter()
+    writer.append(PdfReader(DEMO_PDF))
+    writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm="AES-256")
+    path = tmp_path / f"encrypted-{bool(user_password)}.pdf"
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path
+
+
+def test_password_protected_pdf_is_quarantined(tmp_path: Path) -> None:
+    assert _reason(_encrypted_pdf(tmp_path, user_password="secret")) == Reason.ENCRYPTED_PDF
+
+
+def test_owner_password_only_pdf_is_read(tmp_path: Path) -> None:
+    (document,) = _read(_encrypted_pdf(tmp_path, user_password=""))
+    assert isinstance(document, SourceDocument) and "Claire Dubois" in document.text
+
+
+def test_pdf_without_text_is_quarantined(tmp_path: Path) -> None:
+    writer = PdfWriter()
+    writer.add_blank_page(595, 842)
+    path = tmp_path / "scan.pdf"
+    with path.open("wb") as handle:
+        writer.write(handle)
+    assert _reason(path) == Reason.NO_TEXT_AFTER_CLEANING
+
+
+def test_oversized_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    with path.open("wb") as handle:
+        handle.truncate(200 * 1024 * 1024)  # sparse: 200 MB that take no disk space
+    tracemalloc.start()
+    try:
+        reason = _reason(path, IngestSettings(max_document_mb=1))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reason == Reason.TOO_LARGE
+    assert peak < 1024 * 1024  # the 200 MB never entered memory
+
+
+def test_html_the_parser_would_truncate_is_unreadable(tmp_path: Path) -> None:
+    # libxml2 caps a text node at 10 MB and silently drops the rest: refused rather than half-read.
+    path = tmp_path / "one-node.html"
+    path.write_text("<html><body><p>" + "lorem ipsum " * 1_000_000 + "</p></body></html>", encoding="utf-8")
+    assert _reason(path) == Reason.UNREADABLE
+
+
+def test_pdf_is_recognised_whatever_its_extension(tmp_path: Path) -> None:
+    path = tmp_path / "guide.md"
+    path.write_bytes(DEMO_PDF.read_bytes())
+    (document,) = _read(path)
+    assert isinstance(document, SourceDocument) and document.format == "pdf"
+    # Layout extraction keeps paragraphs apart and joins the lines wrapped inside them.
+    assert "Il couvre 24 000 mètres carrés, dont 6 000 mètres carrés" in document.text
+
+
+def test_html_keeps_main_text_only(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text("""<!doctype html><html><head><title>T</title><style>p{color:red}</style>
+        <script>alert("tracking")</script></head><body>
+        <header>Banner</header><nav><a href="/">Home</a></nav>
+        <main><h1>Sicherheit</h1><p>Sicherheitsschuhe   der Klasse S3
+        sind Pflicht.</p><ul><li>Warnweste</li><li>Handschuhe</li></ul>
+        <form><input name="q"><button>Suchen</button></form></main>
+        <aside>Related</aside><footer>© 2025</footer></body></html>""", encoding="utf-8")
+    (document,) = _read(path)
+    assert isinstance(document, SourceDocument)
+    text = " ".join(document.text.split())
+    assert text == "Sicherheit Sicherheitsschuhe der Klasse S3 sind Pflicht. Warnweste Handschuhe"
+    assert "Sicherheit\nSicherheitsschuhe" in document.text  # the heading stays with its paragraph
+
+
+def test_html_with_only_scripts_has_no_text(tmp_path: Path) -> None:
+    path = tmp_path / "scripts.html"
+    path.write_text("<html><head><script>var a = 1;</script></head><body><script>go()</script>"
+                    "<style>b{}</style></body></html>", encoding="utf-8")
+    (document,) = _read(path)
+    assert isinstance(document, SourceDocument) and not document.text.strip()  # refused after cleaning
+
+
+def test_markdown_syntax_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "page.md"
+    path.write_text("---\ntitle: x\n---\n# Leave **rules**\n\nSee [the portal](https://intra.example/leave) "
+                    "and `leave_request`.\n![logo](logo.png)\n\n| Days | Who |\n|---|---|\n| 30 | all |\n",
+                    encoding="utf-8")
+    (document,) = _read(path)
+    assert isinstance(document, SourceDocument)
+    assert document.text.strip() == ("Leave rules\nSee the portal and leave_request.\nlogo\n\n"
+                                     "| Days | Who |\n| 30 | all |")
+
+
+def test_jsonl_lines_are_documents_and_bad_lines_are_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "faq.jsonl"
+    lines = [
+        json.dumps({"text": "Erste Antwort."}).encode(),
+        b"{not json",
+        json.dumps({"body": "wrong field"}).encode(),
+        b"",
+        json.dumps(["a", "list"]).encode(),
+        '{"text": "caf\xe9"}'.encode("latin-1"),
+        json.dumps({"text": "   "}).encode(),
+        json.dumps({"text": "Dernière réponse."}, ensure_ascii=False).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    outcomes = _read(path)
+    documents = [o for o in outcomes if isinstance(o, SourceDocument)]
+    records = {o.line: o.reason for o in outcomes if isinstance(o, QuarantineRecord)}
+    assert [(d.line, d.text) for d in documents] == [(1, "Erste Antwort."), (8, "Dernière réponse.")]
+    assert records == {2: Reason.INVALID_JSONL_LINE, 3: Reason.INVALID_JSONL_LINE,
+                       5: Reason.INVALID_JSONL_LINE, 6: Reason.INVALID_UTF8, 7: Reason.EMPTY}
+
+
+def test_jsonl_text_field_is_configurable(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps({"body": "Inhalt"}) + "\n", encoding="utf-8")
+    (document,) = _read(path, IngestSettings(jsonl_text_field="body"))
+    assert isinstance(document, SourceDocument) and document.text == "Inhalt"
