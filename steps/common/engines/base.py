@@ -16,6 +16,8 @@ class OpenAISettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0)
+    # vLLM and OpenAI take "json_schema"; llama.cpp's server takes "json_object" with a schema.
+    response_format_style: Literal["json_schema", "json_object"] = "json_schema"
 
 
 class EngineSettings(BaseModel):
@@ -33,7 +35,9 @@ class GenerationRequest(BaseModel):
     messages: list[dict[str, str]]  # chat messages: {"role": ..., "content": ...}
     max_new_tokens: int = Field(128, ge=1)
     json_schema: dict[str, Any] | None = None  # constrain the output to this JSON schema
-    adapter: str | None = None  # a LoRA adapter (local folder) applied on top of the base model
+    # A LoRA adapter on top of the base model: its local folder for in-process engines (transformers),
+    # its served name for server engines (openai, vllm serving adapters by name).
+    adapter: str | None = None
 
 
 class GenerationResult(BaseModel):
