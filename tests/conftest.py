@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.models",
     "tests.fixtures.llm_servers",
+    "tests.fixtures.mlflow",
 ]

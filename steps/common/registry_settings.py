@@ -10,3 +10,4 @@ class RegistrySettings(BaseModel):
     experiment: str = "eurolora"
     model_name: str = "eurolora-adapter"  # registered model name; aliases champion/challenger/previous
     timeout_s: float = Field(30.0, gt=0)  # every registry call is bounded
+    max_retries: int = Field(2, ge=0, le=10)  # HTTP retries with backoff inside one call

@@ -1,5 +1,14 @@
-from pydantic import BaseModel
+"""Settings of the promote step."""
+
+from pydantic import BaseModel, Field
+
+from steps.common.registry import LeaseSettings
 
 
 class PromoteSettings(BaseModel):
     model_config = {"extra": "forbid"}
+    # The registry-wide promotion lock (a lease with expiry; see Registry.compare_and_set_champion).
+    lock: LeaseSettings = Field(default_factory=LeaseSettings)
+    # Gate metrics from eval_metrics.json recorded as version tags (numbers only, flattened); a cap
+    # keeps a report with per-item scores from flooding the registry.
+    max_metric_tags: int = Field(200, ge=0, le=2000)

@@ -1,0 +1,174 @@
+"""promote: register the fine-tuned adapter in MLflow and, if the judge's gate passed, make it champion.
+
+Always: a model version is created from the finetune MLflow run (the adapter folder logged as its
+`adapter` artifacts; the version's source points there) with lineage tags (base model and digest,
+dataset digest, code version, judge model, the gate's numbers, the pipeline run id, our own
+`eurolora.adapter_uri`), and the `challenger` alias is moved to it.
+
+If the gate passed: a compare-and-set under the registry's promotion lock moves `previous` to the old
+champion and `champion` to the new version, but only if the champion is still the one the judge
+compared against (`expected_champion_version`); otherwise nothing moves and the decision is
+`refused_race`. The decision (`promoted` | `rejected` | `refused_race`) and its reason are recorded as
+version tags and returned.
+
+A retried step reuses the version it created before (same finetune run, pipeline run and adapter
+digest) instead of registering a second one. A registry that cannot be reached raises TransientError.
+"""
+
+# NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
+import json
+import logging
+import re
+from typing import Any
+
+from hera.workflows.io import Input, Output
+from pydantic import BaseModel, ConfigDict, Field
+
+from steps.common.contract import RuntimeContext
+from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, Registry
+from steps.common.registry_settings import RegistrySettings
+from steps.promote.settings import PromoteSettings
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "eval_metrics.json"
+DECISION_TAG = "eurolora.decision"
+REASON_TAG = "eurolora.reason"
+_MAX_TAG_VALUE = 4000
+
+
+class PromoteInputs(Input):
+    context: RuntimeContext
+    settings: PromoteSettings = Field(default_factory=PromoteSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    adapter_uri: str  # the finetune step's published adapter directory
+    mlflow_run_id: str  # the finetune MLflow run: the adapter is logged there as `adapter`
+    report_uri: str  # the judge step's published directory holding eval_metrics.json
+    gate_passed: bool
+    expected_champion_version: str = ""  # the champion the judge compared against; "" = none
+    base_model: str = ""
+    base_model_digest: str = ""
+    dataset_digest: str = ""
+    judge_model: str = ""
+    code_version: str = ""
+
+
+class PromoteOutputs(Output):
+    model_version: str = ""
+    promoted: bool = False
+    champion_version: str = ""  # the champion after this step ("" = none)
+    decision: str = ""  # promoted | rejected | refused_race
+    reason: str = ""
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    passed: bool
+    reason: str
+
+
+class EvalReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    gate: GateResult
+    candidate: dict[str, Any]
+    champion: dict[str, Any] | None = None
+
+
+def _tag_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", text) or "_"
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> dict[str, float | int]:
+    """Numeric leaves of nested dicts as dotted keys (booleans and strings skipped)."""
+    out: dict[str, float | int] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}.{_tag_part(str(key))}" if prefix else _tag_part(str(key))
+            out.update(flatten_numbers(value, name))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool) and prefix:
+        out[prefix] = data
+    return out
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TAG_VALUE else text[: _MAX_TAG_VALUE - 3] + "..."
+
+
+def read_report(context: RuntimeContext, report_uri: str) -> EvalReport:
+    local = context.store().materialize(report_uri, context.scratch() / "promote" / "report")
+    path = local / REPORT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"judge report {report_uri} has no {REPORT_FILE}")
+    try:
+        return EvalReport.model_validate(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise ValueError(f"{report_uri}/{REPORT_FILE} is not a valid judge report "
+                         f"(needs gate.passed, gate.reason, candidate): {exc}") from exc
+
+
+def lineage_tags(inputs: PromoteInputs, report: EvalReport, adapter_digest: str) -> dict[str, str]:
+    tags = {
+        "eurolora.pipeline_run_id": inputs.context.run_id,
+        ADAPTER_URI_TAG: inputs.adapter_uri,
+        "eurolora.adapter_digest": adapter_digest,
+        "eurolora.report_uri": inputs.report_uri,
+        "eurolora.base_model": inputs.base_model,
+        "eurolora.base_model_digest": inputs.base_model_digest,
+        "eurolora.dataset_digest": inputs.dataset_digest,
+        "eurolora.judge_model": inputs.judge_model,
+        "eurolora.code_version": inputs.code_version,
+        "eurolora.expected_champion_version": inputs.expected_champion_version,
+        "eurolora.gate.passed": str(report.gate.passed).lower(),
+        "eurolora.gate.reason": report.gate.reason,
+    }
+    numbers = flatten_numbers({"gate": report.gate.model_dump(), "candidate": report.candidate,
+                               "champion": report.champion or {}})
+    for key in sorted(numbers)[: inputs.settings.max_metric_tags]:
+        tags[f"eurolora.metrics.{key}"] = repr(numbers[key])
+    if len(numbers) > inputs.settings.max_metric_tags:
+        kept = inputs.settings.max_metric_tags
+        tags["eurolora.metrics.truncated"] = f"{len(numbers)} numbers, first {kept} kept"
+    return {key: _clip(value) for key, value in tags.items()}
+
+
+def run(inputs: PromoteInputs) -> PromoteOutputs:
+    context = inputs.context
+    expected = inputs.expected_champion_version.strip() or None
+    report = read_report(context, inputs.report_uri)
+    if report.gate.passed != inputs.gate_passed:
+        raise ValueError(f"gate_passed={inputs.gate_passed} but {inputs.report_uri}/{REPORT_FILE} says "
+                         f"gate.passed={report.gate.passed}: refusing to promote on inconsistent inputs")
+    store = context.store()
+    adapter_digest = store.read_manifest(inputs.adapter_uri).digest
+    adapter_dir = store.materialize(inputs.adapter_uri, context.scratch() / "promote" / "adapter")
+
+    registry = Registry(inputs.registry, context.residency)
+    tags = lineage_tags(inputs, report, adapter_digest)
+    identity = {"eurolora.pipeline_run_id": context.run_id, "eurolora.adapter_digest": adapter_digest}
+    earlier = registry.find_versions(inputs.mlflow_run_id, identity)
+    if earlier:
+        version = earlier[-1]
+        log.info("promote: reusing version %s registered by an earlier attempt", version.version)
+    else:
+        source = registry.log_adapter(inputs.mlflow_run_id, adapter_dir)
+        version = registry.create_version(source, inputs.mlflow_run_id, tags)
+        log.info("promote: registered %s version %s", inputs.registry.model_name, version.version)
+    registry.set_alias(CHALLENGER, version.version)
+
+    if not report.gate.passed:
+        decision, promoted = "rejected", False
+        reason = f"gate failed: {report.gate.reason}"
+        champion = registry.alias_version(CHAMPION)
+        champion_version = champion.version if champion else ""
+    else:
+        result = registry.compare_and_set_champion(version.version, expected, inputs.settings.lock)
+        promoted = result.promoted
+        decision = "promoted" if promoted else "refused_race"
+        reason = result.reason
+        champion_version = result.champion_version or ""
+        log.info("promote: %s (waited %.2fs for the promotion lock)", result.outcome, result.lock_wait_s)
+
+    registry.tag_version(version.version, {DECISION_TAG: decision, REASON_TAG: _clip(reason)})
+    log.info("promote: version %s %s; champion is %s", version.version, decision, champion_version or "none")
+    return PromoteOutputs(model_version=version.version, promoted=promoted, champion_version=champion_version,
+                          decision=decision, reason=reason)

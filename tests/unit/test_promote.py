@@ -1,0 +1,158 @@
+"""The promote step against a real MLflow registry in a SQLite file (no server)."""
+
+from pathlib import Path
+
+import pytest
+
+from steps.common.contract import RuntimeContext
+from steps.common.registry import Registry
+from steps.common.registry_settings import RegistrySettings
+from steps.common.residency import ResidencyPolicy
+from steps.common.storage import StorageSettings
+from steps.promote import PromoteOutputs, flatten_numbers, run
+from tests.fixtures.mlflow import (
+    make_finetune_run, mlflow_client, promote_inputs, publish_adapter, publish_report,
+)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> RuntimeContext:
+    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
+                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
+
+
+def _candidate(context: RuntimeContext, uri: str, model: str, tmp_path: Path, name: str, *,
+               passed: bool = True, expected: str = "", run_id: str | None = None) -> object:
+    run_id = run_id or make_finetune_run(uri, "eurolora", tmp_path / "mlartifacts")
+    adapter = publish_adapter(context, f"adapter-{name}", seed=name)
+    report = publish_report(context, f"report-{name}", passed=passed)
+    return promote_inputs(context, uri, model, adapter_uri=adapter, run_id=run_id, report_uri=report,
+                          gate_passed=passed, expected=expected, lock={"settle_s": 0.05})
+
+
+def _aliases(uri: str, model: str) -> dict[str, str]:
+    return {k: str(v) for k, v in mlflow_client(uri).get_registered_model(model).aliases.items()}
+
+
+def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    inputs = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a")
+    out = run(inputs)
+
+    assert isinstance(out, PromoteOutputs)
+    assert (out.decision, out.promoted, out.champion_version) == ("promoted", True, out.model_version)
+    assert _aliases(mlflow_sqlite_uri, mlflow_model) == {"champion": out.model_version,
+                                                         "challenger": out.model_version}
+    mv = mlflow_client(mlflow_sqlite_uri).get_model_version(mlflow_model, out.model_version)
+    assert mv.run_id == inputs.mlflow_run_id
+    assert mv.source.endswith(f"{inputs.mlflow_run_id}/artifacts/adapter")
+    # The adapter really was logged to the finetune run, byte for byte.
+    logged = Path(mv.source.removeprefix("file://"))
+    published = context.store().materialize(inputs.adapter_uri, tmp_path / "check")
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+        assert (logged / name).read_bytes() == (published / name).read_bytes()
+    tags = mv.tags
+    assert tags["eurolora.adapter_uri"] == inputs.adapter_uri
+    assert tags["eurolora.base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert tags["eurolora.base_model_digest"] == "sha256:" + "ab" * 32
+    assert tags["eurolora.dataset_digest"] == "sha256:" + "cd" * 32
+    assert tags["eurolora.code_version"] == "0.1.0+test"
+    assert tags["eurolora.judge_model"] == "SmolLM2-135M-Instruct"
+    assert tags["eurolora.pipeline_run_id"] == "t"
+    assert len(tags["eurolora.adapter_digest"]) == 64
+    assert tags["eurolora.metrics.candidate.win_rate"] == "0.71"
+    assert tags["eurolora.metrics.candidate.scores.faithfulness"] == "4.1"
+    assert tags["eurolora.metrics.gate.p_value"] == "0.012"
+    assert "eurolora.metrics.gate.passed" not in tags  # booleans are not numbers
+    assert tags["eurolora.gate.passed"] == "true"
+    assert tags["eurolora.decision"] == "promoted"
+    assert "no champion" in tags["eurolora.reason"]
+
+
+def test_second_promotion_moves_champion_and_previous(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    first = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a"))
+    second = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b",
+                            expected=first.model_version))
+
+    assert second.decision == "promoted" and second.model_version != first.model_version
+    assert _aliases(mlflow_sqlite_uri, mlflow_model) == {
+        "champion": second.model_version, "previous": first.model_version, "challenger": second.model_version}
+    assert second.champion_version == second.model_version
+
+
+def test_rejected_candidate_keeps_champion(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    champion = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a"))
+    out = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b", passed=False,
+                         expected=champion.model_version))
+
+    assert (out.decision, out.promoted) == ("rejected", False)
+    assert out.champion_version == champion.model_version
+    assert "gate failed: candidate not better than champion" == out.reason
+    aliases = _aliases(mlflow_sqlite_uri, mlflow_model)
+    assert aliases["champion"] == champion.model_version and "previous" not in aliases
+    assert aliases["challenger"] == out.model_version
+    tags = mlflow_client(mlflow_sqlite_uri).get_model_version(mlflow_model, out.model_version).tags
+    assert (tags["eurolora.decision"], tags["eurolora.gate.passed"]) == ("rejected", "false")
+
+
+def test_refuses_when_champion_moved_after_the_judge_read_it(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    v1 = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a"))
+    # Two candidates judged against v1; the first one promotes, the second must be refused.
+    late = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "c", expected=v1.model_version)
+    v2 = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b", expected=v1.model_version))
+    out = run(late)
+
+    assert v2.decision == "promoted"
+    assert (out.decision, out.promoted, out.champion_version) == ("refused_race", False, v2.model_version)
+    assert f"champion moved: it is version {v2.model_version}" in out.reason
+    assert f"against version {v1.model_version}" in out.reason
+    aliases = _aliases(mlflow_sqlite_uri, mlflow_model)
+    assert (aliases["champion"], aliases["previous"]) == (v2.model_version, v1.model_version)
+    tags = mlflow_client(mlflow_sqlite_uri).get_model_version(mlflow_model, out.model_version).tags
+    assert tags["eurolora.decision"] == "refused_race" and "champion moved" in tags["eurolora.reason"]
+
+
+def test_expecting_no_champion_is_refused_once_one_exists(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a"))
+    out = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b", expected=""))
+    assert out.decision == "refused_race" and "against no champion" in out.reason
+
+
+def test_retried_step_reuses_its_version_and_is_idempotent(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    inputs = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a")
+    first, again = run(inputs), run(inputs)
+    assert again.model_version == first.model_version
+    assert again.decision == "promoted" and "already the champion" in again.reason
+    versions = mlflow_client(mlflow_sqlite_uri).search_model_versions(f"name = '{mlflow_model}'")
+    assert len(versions) == 1
+
+
+def test_inconsistent_gate_flag_is_refused_before_any_registry_write(
+        context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
+    inputs = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a", passed=False)
+    inputs = inputs.model_copy(update={"gate_passed": True})
+    with pytest.raises(ValueError, match="gate_passed=True but .* says gate.passed=False"):
+        run(inputs)
+    assert Registry(RegistrySettings(tracking_uri=mlflow_sqlite_uri, model_name=mlflow_model),
+                    ResidencyPolicy()).aliases() == {}
+
+
+def test_report_without_gate_is_a_clear_error(context: RuntimeContext, mlflow_sqlite_uri: str,
+                                              mlflow_model: str, tmp_path: Path) -> None:
+    from steps.common.contract import publishing
+
+    inputs = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a")
+    with publishing(context, "judge", "bad") as (local, uri):
+        (local / "eval_metrics.json").write_text('{"candidate": {}}')
+    with pytest.raises(ValueError, match="not a valid judge report"):
+        run(inputs.model_copy(update={"report_uri": uri}))
+
+
+def test_flatten_numbers_keeps_numeric_leaves_only() -> None:
+    assert flatten_numbers({"a": 1, "b": {"c": 0.5, "d": True, "e": "x", "f weird/key": 2}, "g": [1]}) == {
+        "a": 1, "b.c": 0.5, "b.f_weird_key": 2}
