@@ -7,6 +7,8 @@ import sys
 
 COMMAND_MODULES = (
     "pipelines.local.run_command",
+    "pipelines.serve.command",
+    "pipelines.restore_command",
 )
 
 

@@ -258,6 +258,10 @@ class ArtifactStore:
             os.replace(staging, target)
 
     # ---- s3 backend -----------------------------------------------------------------------------
+    def s3_client(self) -> Any:
+        """The boto3 client (timeouts, retries, residency-checked endpoint) for other S3 features."""
+        return self._s3()
+
     def _s3(self) -> Any:
         if self._client is None:
             import boto3

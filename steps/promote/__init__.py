@@ -11,11 +11,23 @@ compared against (`expected_champion_version`); otherwise nothing moves and the 
 `refused_race`. The decision (`promoted` | `rejected` | `refused_race`) and its reason are recorded as
 version tags and returned.
 
+Backups (`settings.backup.enabled`): when the gate passed and the champion is still the one the judge
+compared against (or already this version, on a retry), the adapter is copied to the locked backup
+(S3 Object Lock, see `steps.common.backup`), verified, and recorded as version tags BEFORE the
+compare-and-set moves `champion`; so no champion exists without a verified backup. The backup is written
+outside the promotion lock (an upload must not eat the lease's TTL); the compare-and-set itself is
+unchanged. If the champion already moved away, no backup is written (locked copies cannot be deleted)
+and the compare-and-set refuses as before. If the backup fails, the version is tagged
+`eurolora.backup=failed` with the error, the champion is left untouched and the step fails: an S3
+outage as TransientError (retried; the retry reuses the version and a recorded backup), anything else
+(bucket without Object Lock, region outside the residency policy, a digest mismatch) as BackupError.
+
 A retried step reuses the version it created before (same finetune run, pipeline run and adapter
 digest) instead of registering a second one. A registry that cannot be reached raises TransientError.
 """
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
+import contextlib
 import json
 import logging
 import re
@@ -24,9 +36,11 @@ from typing import Any
 from hera.workflows.io import Input, Output
 from pydantic import BaseModel, ConfigDict, Field
 
+from steps.common.backup import BACKUP_ERROR_TAG, BACKUP_TAG, ensure_backup
 from steps.common.contract import RuntimeContext
-from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, Registry
+from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from steps.common.registry_settings import RegistrySettings
+from steps.common.storage import MANIFEST_NAME, join_uri
 from steps.promote.settings import PromoteSettings
 
 log = logging.getLogger(__name__)
@@ -131,6 +145,31 @@ def lineage_tags(inputs: PromoteInputs, report: EvalReport, adapter_digest: str)
     return {key: _clip(value) for key, value in tags.items()}
 
 
+def _backup_before_promotion(inputs: PromoteInputs, registry: Registry, version: ModelVersionInfo,
+                             expected: str | None, adapter_dir: Any) -> None:
+    """Write (or reuse) the locked backup of `version` if it may still become champion."""
+    champion = registry.alias_version(CHAMPION)
+    current = champion.version if champion else None
+    if current not in (expected, version.version):
+        log.info("promote: champion moved to %s (judge compared against %s): no backup written, the "
+                 "compare-and-set will refuse", current, expected)
+        return
+    context = inputs.context
+    try:
+        manifest_bytes = context.store().read_bytes(join_uri(inputs.adapter_uri, MANIFEST_NAME))
+        record = ensure_backup(registry, version, settings=inputs.settings.backup, storage=context.storage,
+                               residency=context.residency, adapter_uri=inputs.adapter_uri,
+                               adapter_dir=adapter_dir, manifest_bytes=manifest_bytes)
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # the backup's own error matters more than this tag
+            registry.tag_version(version.version, {BACKUP_TAG: "failed",
+                                                   BACKUP_ERROR_TAG: _clip(f"{type(exc).__name__}: {exc}")})
+        log.error("promote: backup of version %s failed; champion not moved: %s", version.version, exc)
+        raise
+    log.info("promote: version %s backed up to %s (%s until %s)", version.version, record.uri, record.mode,
+             record.retain_until)
+
+
 def run(inputs: PromoteInputs) -> PromoteOutputs:
     context = inputs.context
     expected = inputs.expected_champion_version.strip() or None
@@ -161,6 +200,8 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
         champion = registry.alias_version(CHAMPION)
         champion_version = champion.version if champion else ""
     else:
+        if inputs.settings.backup.enabled:
+            _backup_before_promotion(inputs, registry, version, expected, adapter_dir)
         result = registry.compare_and_set_champion(version.version, expected, inputs.settings.lock)
         promoted = result.promoted
         decision = "promoted" if promoted else "refused_race"

@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel, Field
 
+from steps.common.backup import BackupSettings
 from steps.common.registry import LeaseSettings
 
 
@@ -12,3 +13,6 @@ class PromoteSettings(BaseModel):
     # Gate metrics from eval_metrics.json recorded as version tags (numbers only, flattened); a cap
     # keeps a report with per-item scores from flooding the registry.
     max_metric_tags: int = Field(200, ge=0, le=2000)
+    # A locked copy (S3 Object Lock) of every adapter made champion, written and verified BEFORE the
+    # champion alias moves. Off by default: the local file:// demo has no Object Lock.
+    backup: BackupSettings = Field(default_factory=BackupSettings)
