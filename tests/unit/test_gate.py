@@ -1,0 +1,159 @@
+"""The gate's statistics and decision on inputs whose outcome is known."""
+
+import pytest
+
+from steps.judge.gate import (
+    ModelOutcomes,
+    decide,
+    mean_interval,
+    paired_difference,
+    summarize,
+    summarize_preferences,
+)
+from steps.judge.settings import GateSettings
+
+LENIENT = GateSettings(min_items=1, min_stop_rate=0.0, min_refusal_rate=0.0)
+
+
+def outcomes(grades: str, stopped: int | None = None, unanswerable: int = 0, refused: int = 0
+             ) -> ModelOutcomes:
+    """`grades` like "AABC"; the first `unanswerable` items are unanswerable, the first `refused` refused."""
+    n = len(grades)
+    stopped = n if stopped is None else stopped
+    return ModelOutcomes(
+        grades=list(grades),
+        stopped=[i < stopped for i in range(n)],
+        refused=[i < refused for i in range(n)],
+        answerable=[i >= unanswerable for i in range(n)],
+        language_ok=[True] * n,
+        length_ok=[True] * n,
+    )
+
+
+def test_clearly_better_candidate_passes() -> None:
+    candidate = outcomes("A" * 80 + "B" * 15 + "C" * 5, unanswerable=10, refused=10)
+    champion = outcomes("A" * 40 + "B" * 20 + "C" * 40)
+    decision = decide(candidate, champion, GateSettings())
+    assert decision.passed, decision.reason
+    assert decision.failures == []
+    assert decision.reason.startswith("Gate passed on 100 items")
+    assert decision.a_rate_difference.value == pytest.approx(0.40)
+    assert decision.a_rate_difference.low > 0.2
+    assert decision.c_rate_difference.high < -0.2
+
+
+def test_clearly_worse_candidate_fails_with_numbers() -> None:
+    candidate = outcomes("A" * 30 + "C" * 70)
+    champion = outcomes("A" * 80 + "C" * 20)
+    decision = decide(candidate, champion, LENIENT)
+    assert not decision.passed
+    assert len(decision.failures) == 2  # A-rate and C-rate
+    assert "significantly worse on A-rate" in decision.reason
+    assert "A-rate difference -0.500" in decision.reason
+    assert "C-rate difference +0.500" in decision.reason
+    assert decision.a_rate_difference.high < 0
+
+
+def test_equal_models_pass_with_a_degenerate_interval() -> None:
+    same = outcomes("ABC" * 10)
+    decision = decide(same, same, LENIENT)
+    assert decision.passed, decision.reason
+    interval = decision.a_rate_difference
+    assert (interval.value, interval.low, interval.high) == (0.0, 0.0, 0.0)
+
+
+def test_small_sample_fails_closed_on_min_items_but_is_not_significantly_worse() -> None:
+    candidate, champion = outcomes("AACCC"), outcomes("AAAAC")
+    strict = decide(candidate, champion, GateSettings(min_items=20, min_stop_rate=0, min_refusal_rate=0))
+    assert not strict.passed
+    assert strict.failures == ["only 5 test items were evaluated, the gate needs at least 20"]
+    # The point estimate is worse (-0.4), but with 5 items the interval reaches 0: not significant.
+    lenient = decide(candidate, champion, LENIENT)
+    assert lenient.a_rate_difference.value == pytest.approx(-0.4)
+    assert lenient.a_rate_difference.high >= 0
+    assert lenient.passed, lenient.reason
+
+
+def test_tolerance_admits_a_small_significant_loss() -> None:
+    # 15 of 100 items: the champion got A, the candidate C; otherwise identical.
+    candidate = outcomes("C" * 15 + "A" * 60 + "B" * 25)
+    champion = outcomes("A" * 75 + "B" * 25)
+    assert not decide(candidate, champion, LENIENT).passed
+    tolerant = LENIENT.model_copy(update={"a_rate_tolerance": 0.3, "c_rate_tolerance": 0.3})
+    decision = decide(candidate, champion, tolerant)
+    assert decision.passed, decision.reason
+    assert -0.3 < decision.a_rate_difference.high < 0
+
+
+def test_more_wrong_answers_fail_even_with_equal_a_rate() -> None:
+    candidate = outcomes("A" * 50 + "C" * 30 + "B" * 20)
+    champion = outcomes("A" * 50 + "B" * 50)
+    decision = decide(candidate, champion, LENIENT)
+    assert not decision.passed
+    assert len(decision.failures) == 1
+    assert "significantly more wrong answers" in decision.failures[0]
+
+
+def test_stop_and_refusal_thresholds() -> None:
+    settings = GateSettings(min_items=1, min_stop_rate=0.9, min_refusal_rate=0.5)
+    champion = outcomes("A" * 20)
+    ok = decide(outcomes("A" * 20, stopped=18, unanswerable=4, refused=2), champion, settings)
+    assert ok.passed, ok.reason  # exactly at both thresholds
+    low = decide(outcomes("A" * 20, stopped=17, unanswerable=4, refused=1), champion, settings)
+    assert not low.passed
+    assert len(low.failures) == 2
+    assert ("only 0.850 of the candidate's answers ended with EOS, below the minimum stop rate 0.900"
+            in low.reason)
+    assert ("refused only 0.250 of 4 unanswerable questions, below the minimum refusal rate 0.500"
+            in low.reason)
+
+
+def test_refusal_rate_unmeasurable_fails_unless_disabled() -> None:
+    candidate = champion = outcomes("A" * 20)
+    decision = decide(candidate, champion, GateSettings(min_items=1, min_refusal_rate=0.5))
+    assert not decision.passed
+    assert "no unanswerable questions" in decision.reason
+    assert decide(candidate, champion, GateSettings(min_items=1, min_refusal_rate=0.0)).passed
+
+
+def test_bootstrap_is_deterministic_for_a_seed() -> None:
+    values = [(i * 37 % 101) / 101 for i in range(57)]  # continuous: quantiles move with the resamples
+    first = mean_interval(values, GateSettings(seed=7))
+    assert first == mean_interval(values, GateSettings(seed=7))
+    assert first != mean_interval(values, GateSettings(seed=8))
+    halves, thirds = [i % 2 == 0 for i in range(57)], [i % 3 == 0 for i in range(57)]
+    paired = paired_difference(halves, thirds, GateSettings())
+    assert paired == paired_difference(halves, thirds, GateSettings())
+    assert paired.value == pytest.approx(sum(halves) / 57 - sum(thirds) / 57)
+
+
+def test_percentile_interval_matches_the_normal_approximation() -> None:
+    # p = 0.5, n = 400: standard error 0.025, 95% interval about 0.5 +- 0.049.
+    interval = mean_interval([float(i % 2) for i in range(400)], GateSettings(bootstrap_samples=4000))
+    assert interval.value == 0.5
+    assert 0.44 < interval.low < 0.46
+    assert 0.54 < interval.high < 0.56
+    narrower = mean_interval([float(i % 2) for i in range(400)],
+                             GateSettings(bootstrap_samples=4000, confidence=0.8))
+    assert interval.low < narrower.low < narrower.high < interval.high
+
+
+def test_summary_rates_and_empty_groups() -> None:
+    summary = summarize(outcomes("AABC", stopped=3, unanswerable=2, refused=1), LENIENT)
+    assert summary.a_rate.value == 0.5
+    assert summary.c_rate.value == 0.25
+    assert summary.stop_rate.value == 0.75
+    assert summary.refusal_rate.value == 0.5 and summary.refusal_rate.n == 2
+    assert summary.false_refusal_rate.value == 0.0 and summary.false_refusal_rate.n == 2
+    assert summarize(outcomes("AB"), LENIENT).refusal_rate is None
+
+
+def test_paired_difference_refuses_misaligned_outcomes() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_difference([True], [True, False], GateSettings())
+
+
+def test_preference_summary() -> None:
+    summary = summarize_preferences(["candidate", "candidate", "tie", "champion"], GateSettings())
+    assert (summary.wins, summary.losses, summary.ties) == (2, 1, 1)
+    assert summary.net.value == pytest.approx(0.25)
