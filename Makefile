@@ -6,6 +6,10 @@ PIP := $(PY) -m pip
 # The CPU build of torch lies on the development machines' disk; pin it so pip never pulls CUDA wheels.
 TORCH_CPU ?= torch==2.13.0
 
+REGISTRY ?= registry.invalid/eurolora
+IMAGE_TAG ?= 0.1.0
+IMAGE_FAMILIES := cpu train-gpu infer-gpu
+
 .PHONY: venv demo test test-fast bench images compile-golden clean
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -38,6 +42,19 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/generation_cpu.py
+	$(PY) bench/compile.py
+	$(PY) bench/serve_load.py
+
+# Needs a Docker engine (none on the development machines): build where one runs.
+images:
+	@if ! docker info >/dev/null 2>&1; then echo "images: no Docker engine here; build them where one runs"; exit 0; fi; \
+	for family in $(IMAGE_FAMILIES); do \
+		DOCKER_BUILDKIT=1 docker build -f images/$$family.Dockerfile -t $(REGISTRY)/eurolora-$$family:$(IMAGE_TAG) . || exit 1; \
+	done
+
+# Regenerates the golden Argo manifests; never run in CI (the compile tests compare against them).
+compile-golden: venv
+	$(VENV)/bin/eurolora compile pipelines/configs/cluster-example.yaml --out manifests/argo --cluster-out manifests/cluster
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

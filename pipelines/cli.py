@@ -7,6 +7,7 @@ import sys
 
 COMMAND_MODULES = (
     "pipelines.local.run_command",
+    "pipelines.argo.commands",
     "pipelines.serve.command",
     "pipelines.restore_command",
 )

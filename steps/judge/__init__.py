@@ -9,6 +9,8 @@ answer gets deterministic checks (checks.py) and a rubric verdict from a self-ho
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "eval_metrics.json"
 ITEMS_FILE = "items.jsonl"
 REPORT_FILE = "report.html"
+# Set on Argo pods: a local copy of the report there becomes an output artifact the Argo UI shows.
+UI_REPORT_ENV = "EUROLORA_UI_REPORT_PATH"
 
 
 class JudgeInputs(Input):
@@ -58,6 +62,13 @@ def _champion(inputs: JudgeInputs) -> tuple[str | None, str | None]:
         raise ValueError(f"champion version {info.version} of {inputs.registry.model_name!r} has no "
                          f"{ADAPTER_URI_TAG} tag: re-register it with promote, or remove the champion alias")
     return info.version, str(inputs.context.store().materialize(uri, inputs.context.scratch() / "adapters"))
+
+
+def _copy_for_argo_ui(report: Path) -> None:
+    target = os.environ.get(UI_REPORT_ENV)
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report, target)
 
 
 def run(inputs: JudgeInputs) -> JudgeOutputs:
@@ -102,6 +113,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
         Path(out_dir, REPORT_FILE).write_text(
             render_report(metrics, records, settings.report_examples, context.run_id),
             encoding="utf-8")
+    _copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)
     decision = metrics.gate
     log.info("gate %s on %d items (unusable verdicts %s, generation errors %s) in %.1fs",
              "passed" if decision.passed else "failed", len(records), metrics.unusable_verdicts,

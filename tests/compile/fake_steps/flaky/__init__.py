@@ -1,0 +1,19 @@
+from hera.workflows.io import Input, Output
+
+from steps.common.contract import TransientError
+
+
+class FlakyInputs(Input):
+    failure: str  # "transient", "bug" or "none"
+
+
+class FlakyOutputs(Output):
+    answer: int
+
+
+def run(inputs: FlakyInputs) -> FlakyOutputs:
+    if inputs.failure == "transient":
+        raise TransientError("endpoint unreachable")
+    if inputs.failure == "bug":
+        raise ValueError("a bug")
+    return FlakyOutputs(answer=42)

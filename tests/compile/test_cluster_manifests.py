@@ -1,0 +1,96 @@
+"""Cluster manifests: strict Kubernetes schema validation (kubernetes-validate, offline), least privilege,
+egress only where the config points, and no secret value anywhere."""
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from pipelines.argo.cluster import (
+    SUBMITTER_ROLE_RULES,
+    WORKFLOW_ROLE_RULES,
+    cluster_manifests,
+    network_policy,
+)
+from tests.compile.schemas import types_errors
+
+K8S_VERSION = "1.33"
+
+
+def _docs(config):
+    manifests = cluster_manifests(config)
+    return [d for docs in manifests.files.values() for d in docs], manifests
+
+
+def test_every_manifest_validates_strictly(example_config):
+    docs, manifests = _docs(example_config)
+    for doc in [*docs, *manifests.secrets]:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_misspelled_field(example_config):
+    docs, _ = _docs(example_config)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    policy["spec"]["egres"] = policy["spec"].pop("egress")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+
+
+def test_workflow_account_is_least_privilege(example_config):
+    docs, _ = _docs(example_config)
+    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "Role"}
+    assert roles[example_config.argo.service_account] == WORKFLOW_ROLE_RULES == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+    assert roles["eurolora-submitter"] == SUBMITTER_ROLE_RULES
+    for rules in roles.values():
+        for rule in rules:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+            assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+
+
+def test_network_policy_allows_only_configured_endpoints(example_config):
+    policy, warnings = network_policy(example_config)
+    assert warnings == []
+    spec = policy["spec"]
+    assert spec["ingress"] == [] and spec["policyTypes"] == ["Ingress", "Egress"]
+    rules = spec["egress"]
+    ports = [sorted(p["port"] for p in r["ports"]) for r in rules]
+    assert [53, 53] in ports  # DNS
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for r in rules for peer in r["to"] if "namespaceSelector" in peer and "podSelector" not in peer}
+    assert namespaces == {"mlops", "inference"}  # MLflow and vLLM, from their URLs
+    cidrs = {peer["ipBlock"]["cidr"] for r in rules for peer in r["to"] if "ipBlock" in peer}
+    assert cidrs == {"10.40.16.0/22", "10.40.0.10/32"}  # S3 endpoint and API server, nothing else
+    assert "0.0.0.0/0" not in cidrs
+
+
+def test_unlisted_external_endpoint_is_reported(example_config):
+    config = example_config.model_copy(deep=True)
+    config.argo.network.external_cidrs = {}
+    _, warnings = network_policy(config)
+    assert any("s3.eu-central-1.amazonaws.com" in w for w in warnings)
+
+
+def test_no_secret_values_and_a_complete_secret_list(example_config):
+    docs, manifests = _docs(example_config)
+    for secret in manifests.secrets:
+        assert set(secret["stringData"].values()) == {""}
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            assert "data" not in doc and "stringData" not in doc  # Kubernetes fills the token in
+    names = {s["metadata"]["name"] for s in manifests.secrets}
+    assert {example_config.argo.s3_secret.name, "eurolora-llm", "eurolora-mlflow"} <= names
+
+
+def test_artifact_repository_configmap(example_config):
+    docs, _ = _docs(example_config)
+    cm = next(d for d in docs if d["metadata"]["name"] == example_config.argo.artifact_repository_configmap)
+    key = example_config.argo.artifact_repository_key
+    assert cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] == key
+    repo = yaml.safe_load(cm["data"][key])
+    assert types_errors(repo, "io.argoproj.workflow.v1alpha1.ArtifactRepository") == []
+    s3 = repo["s3"]
+    assert s3["endpoint"] == "s3.eu-central-1.amazonaws.com" and s3["region"] == "eu-central-1"
+    assert s3["bucket"] == "eurolora-artifacts-eu-central-1" and "{{workflow.name}}" in s3["keyFormat"]
+    assert set(s3["accessKeySecret"]) == {"name", "key"}  # by reference only
+    cache = next(d for d in docs if d["metadata"]["name"] == example_config.argo.memoize_configmap)
+    assert cache["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Cache"
