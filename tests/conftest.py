@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.llm_servers",
     "tests.fixtures.mlflow",
+    "tests.fixtures.serve",
 ]

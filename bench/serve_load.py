@@ -1,0 +1,166 @@
+"""Load test of `eurolora serve` on this machine: throughput and latency at 1, 4 and 8 concurrent clients.
+
+Starts the server as a real process on 127.0.0.1 (embedded model unless --model), warms it up, then
+for each concurrency sends the same number of chat completions (greedy, small max_tokens, a fixed
+set of short prompts) and prints one row per concurrency. The 1-client row is the baseline measured
+in the same run; `speedup` is each row's req/s over it. `batch` is the mean number of requests per
+engine call at that level (from the server's `eurolora_batch_size` metric).
+
+    .venv/bin/python bench/serve_load.py [--requests 16] [--max-tokens 16] [--concurrency 1,4,8] [--threads 1]
+
+On a crowded machine give `--threads 1`: with torch's default (one thread per core) and other
+processes competing for the cores, the server measured 4-10x slower on 2 cores.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "What is the capital of France?",
+    "Name a primary colour.",
+    "What is two plus three?",
+    "Give one word that rhymes with cat.",
+    "Which planet is closest to the sun?",
+    "What language is spoken in Spain?",
+    "Name a fruit that is yellow.",
+    "How many days are in a week?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--model", args.model,
+            "--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    log = log_path.open("wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
+                return proc, root
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise SystemExit(f"the server was not healthy after 300s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def batch_metric(client: httpx.Client) -> tuple[float, float]:
+    """(sum, count) of eurolora_batch_size."""
+    values = {"sum": 0.0, "count": 0.0}
+    for line in client.get("/metrics").text.splitlines():
+        for key in values:
+            if line.startswith(f"eurolora_batch_size_{key} "):
+                values[key] = float(line.split()[1])
+    return values["sum"], values["count"]
+
+
+def run_level(client: httpx.Client, concurrency: int, requests: int, max_tokens: int) -> dict[str, float]:
+    def one(index: int) -> tuple[float, int]:
+        body = {"model": "base", "max_tokens": max_tokens, "temperature": 0,
+                "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]}
+        started = time.perf_counter()
+        response = client.post("/v1/chat/completions", json=body)
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        return elapsed, response.json()["usage"]["completion_tokens"]
+
+    sum0, count0 = batch_metric(client)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    sum1, count1 = batch_metric(client)
+    latencies = sorted(latency for latency, _ in results)
+    tokens = sum(t for _, t in results)
+    return {
+        "concurrency": concurrency, "requests": requests, "wall_s": wall, "req_s": requests / wall,
+        "tok_s": tokens / wall, "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
+        "batch": (sum1 - sum0) / (count1 - count0) if count1 > count0 else 0.0, "tokens": tokens,
+    }
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level (default 16)")
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens per request (default 16)")
+    parser.add_argument("--concurrency", default="1,4,8", help="comma-separated levels; the first is the baseline")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--batch-window-ms", type=float, default=25.0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads of the server")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        started = time.perf_counter()
+        proc, root = start_server(args, log_path)
+        print(f"server up in {time.perf_counter() - started:.1f}s at {root} "
+              f"(max_batch {args.max_batch}, window {args.batch_window_ms:g} ms, cpus {os.cpu_count()}, "
+              f"load average {os.getloadavg()[0]:.1f})", flush=True)
+        try:
+            with httpx.Client(base_url=root, timeout=600, trust_env=False,
+                              limits=httpx.Limits(max_connections=max(levels))) as client:
+                run_level(client, 1, 2, args.max_tokens)  # warm-up
+                rows = []
+                for level in levels:
+                    rows.append(run_level(client, level, args.requests, args.max_tokens))
+                    print(f"  concurrency {level}: done in {rows[-1]['wall_s']:.1f}s", flush=True)
+        finally:
+            stop_server(proc)
+
+    base = rows[0]["req_s"]
+    print(f"\neurolora serve, {args.requests} requests per level, max_tokens {args.max_tokens}, greedy "
+          f"(baseline: concurrency {levels[0]}, same run)")
+    header = f"{'clients':>7} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'batch':>6} {'speedup':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['concurrency']:>7} {row['req_s']:>7.2f} {row['tok_s']:>7.1f} {row['p50_s']:>7.2f} "
+              f"{row['p95_s']:>7.2f} {row['batch']:>6.1f} {row['req_s'] / base:>7.2f}x")
+    print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
