@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pipelines.argo.settings import ArgoSettings
 from steps.canary.settings import CanarySettings
+from steps.check_dataset.settings import CheckDatasetSettings
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.storage import StorageSettings
@@ -45,6 +46,7 @@ class PipelineConfig(BaseModel):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     generate_qa: GenerateQASettings = Field(default_factory=GenerateQASettings)
+    check_dataset: CheckDatasetSettings = Field(default_factory=CheckDatasetSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)

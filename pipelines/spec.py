@@ -118,7 +118,7 @@ class Pipeline:
 
 
 def build_pipeline() -> Pipeline:
-    """The eurolora pipeline: ingest -> generate_qa -> finetune -> judge -> promote."""
+    """ingest -> generate_qa -> check_dataset -> finetune -> judge -> promote -> canary."""
     nodes = (
         Node("ingest", "steps.ingest", "cpu", {
             "context": _CTX, "settings": FromConfig("ingest"),
@@ -128,5 +128,30 @@ def build_pipeline() -> Pipeline:
             "context": _CTX, "settings": FromConfig("generate_qa"),
             "chunks_uri": FromStep("ingest", "chunks_uri"),
         }, gpu=True, memoize=True, reports_progress=True),
+        Node("check_dataset", "steps.check_dataset", "cpu", {
+            "context": _CTX, "settings": FromConfig("check_dataset"), "registry": FromConfig("registry"),
+            "dataset_digest": FromStep("generate_qa", "dataset_digest"), "base_model": FromConfig("base_model"),
+        }),
+        Node("finetune", "steps.finetune", "train-gpu", {
+            "context": _CTX, "settings": FromConfig("finetune"), "base_model": FromConfig("base_model"),
+            "qa_uri": FromStep("generate_qa", "qa_uri"), "registry": FromConfig("registry"),
+        }, gpu=True, reports_progress=True, when=When("check_dataset", "dataset_changed", "true")),
+        Node("judge", "steps.judge", "infer-gpu", {
+            "context": _CTX, "settings": FromConfig("judge"), "registry": FromConfig("registry"),
+            "base_model": FromConfig("base_model"), "qa_uri": FromStep("generate_qa", "qa_uri"),
+            "adapter_uri": FromStep("finetune", "adapter_uri"),
+        }, gpu=True, reports_progress=True),
+        Node("promote", "steps.promote", "cpu", {
+            "context": _CTX, "settings": FromConfig("promote"), "registry": FromConfig("registry"),
+            "adapter_uri": FromStep("finetune", "adapter_uri"),
+            "mlflow_run_id": FromStep("finetune", "mlflow_run_id"),
+            "report_uri": FromStep("judge", "report_uri"), "gate_passed": FromStep("judge", "gate_passed"),
+            "expected_champion_version": FromStep("judge", "champion_version"),
+            "base_model": FromConfig("base_model"),
+            "base_model_digest": FromStep("check_dataset", "base_model_digest"),
+            "dataset_digest": FromStep("generate_qa", "dataset_digest"),
+            "judge_model": FromConfig("judge.judge_engine.model"),
+            "code_version": FromRun("code_version"),
+        }, mutex="promote"),
     )
     return Pipeline(nodes)

@@ -21,15 +21,18 @@ class CheckDatasetInputs(Input):
     settings: CheckDatasetSettings
     registry: RegistrySettings
     dataset_digest: str
+    base_model: str
 
 
 class CheckDatasetOutputs(Output):
     dataset_changed: bool
     champion_version: str
     reason: str
+    base_model_digest: str  # lineage for the registered adapter
 
 
 def run(inputs: CheckDatasetInputs) -> CheckDatasetOutputs:
+    from steps.common.models import model_digest
     from steps.common.registry import CHAMPION, Registry
 
     champion = Registry(inputs.registry, inputs.context.residency).alias_version(CHAMPION)
@@ -43,4 +46,4 @@ def run(inputs: CheckDatasetInputs) -> CheckDatasetOutputs:
         changed, reason = True, f"dataset differs from champion v{champion.version}'s"
     log.info("check_dataset: changed=%s (%s)", changed, reason)
     return CheckDatasetOutputs(dataset_changed=changed, champion_version=champion.version if champion else "",
-                               reason=reason)
+                               reason=reason, base_model_digest=model_digest(inputs.base_model, inputs.context))

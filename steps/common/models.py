@@ -4,6 +4,7 @@ Never a model hub: the pipeline sets HF_HUB_OFFLINE=1 and every loader gets a lo
 """
 
 import fcntl
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -90,3 +91,17 @@ def resolve_model_dir(source: str, context: RuntimeContext) -> Path:
             f"base model {source!r}: expected an HF model folder with config.json, an s3:// URI, or 'embedded'"
         )
     return path
+
+
+def model_digest(source: str, context: RuntimeContext) -> str:
+    """Content identity of a base model, recorded as lineage: the GGUF's sha256 for the embedded model,
+    the manifest digest for an S3 artifact, the hash of every file for a local folder."""
+    if source == EMBEDDED:
+        return "sha256:" + sha256_file(embedded_gguf_path())
+    if source.startswith("s3://"):
+        return "manifest:" + context.store().read_manifest(source).digest
+    folder = resolve_model_dir(source, context)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0{sha256_file(path)}\n".encode())
+    return "sha256:" + digest.hexdigest()
