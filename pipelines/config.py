@@ -157,6 +157,8 @@ def _resolve_paths(raw: dict[str, Any], config_dir: Path, cwd: Path) -> None:
         uri = registry["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             registry["tracking_uri"] = "sqlite:///" + str((cwd / uri.removeprefix("sqlite:///")).resolve())
+    if isinstance(registry, dict) and registry.get("artifact_location") and "://" not in registry["artifact_location"]:
+        registry["artifact_location"] = (cwd / registry["artifact_location"]).resolve().as_uri()
     local = raw.setdefault("local", {})
     if isinstance(local, dict):
         local["runs_dir"] = str((cwd / str(local.get("runs_dir", LocalSettings().runs_dir))).resolve())

@@ -255,7 +255,6 @@ class Registry:
                     ) from exc
                 raise
 
-    _call = call  # the name finetune's tracking module already uses
 
     def _refused(self, what: str, exc: BaseException) -> RegistryError:
         return RegistryError(f"MLflow registry refused {what} for model {self.model_name!r} at "
@@ -267,13 +266,13 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._call("get_registered_model", lambda c: c.get_registered_model(self.model_name))
+            self.call("get_registered_model", lambda c: c.get_registered_model(self.model_name))
             return
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise self._refused("get_registered_model", exc) from exc
         try:
-            self._call("create_registered_model", lambda c: c.create_registered_model(self.model_name))
+            self.call("create_registered_model", lambda c: c.create_registered_model(self.model_name))
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise self._refused("create_registered_model", exc) from exc
@@ -283,7 +282,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            mv = self._call(f"read alias {alias}",
+            mv = self.call(f"read alias {alias}",
                             lambda c: c.get_model_version_by_alias(self.model_name, alias))
         except MlflowException as exc:
             if _error_code(exc) in _MISSING_CODES:
@@ -295,7 +294,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return _info(self._call("get_model_version",
+            return _info(self.call("get_model_version",
                                     lambda c: c.get_model_version(self.model_name, str(version))))
         except MlflowException as exc:
             raise self._refused(f"reading version {version}", exc) from exc
@@ -305,7 +304,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            model = self._call("get_registered_model", lambda c: c.get_registered_model(self.model_name))
+            model = self.call("get_registered_model", lambda c: c.get_registered_model(self.model_name))
         except MlflowException as exc:
             if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return {}
@@ -318,7 +317,7 @@ class Registry:
 
         flt = f"name = '{_quote(self.model_name)}' and run_id = '{_quote(run_id)}'"
         try:
-            found = self._call("search_model_versions", lambda c: c.search_model_versions(flt))
+            found = self.call("search_model_versions", lambda c: c.search_model_versions(flt))
         except MlflowException as exc:
             if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return []
@@ -333,13 +332,13 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self._call("get_run", lambda c: c.get_run(run_id))
+            run = self.call("get_run", lambda c: c.get_run(run_id))
         except MlflowException as exc:
             raise self._refused(f"reading MLflow run {run_id!r} (the finetune run)", exc) from exc
         artifact_uri = str(run.info.artifact_uri).rstrip("/")
         _check_artifact_uri(artifact_uri, self.residency)
         try:
-            self._call("log_artifacts",
+            self.call("log_artifacts",
                        lambda c: c.log_artifacts(run_id, str(local_dir), ADAPTER_ARTIFACT_PATH))
         except MlflowException as exc:
             raise self._refused(f"logging the adapter to run {run_id}", exc) from exc
@@ -350,7 +349,7 @@ class Registry:
 
         self.ensure_model()
         try:
-            mv = self._call("create_model_version", lambda c: c.create_model_version(
+            mv = self.call("create_model_version", lambda c: c.create_model_version(
                 self.model_name, source=source, run_id=run_id, tags=dict(tags)))
         except MlflowException as exc:
             raise self._refused("create_model_version", exc) from exc
@@ -360,7 +359,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._call(f"set alias {alias}", lambda c: c.set_registered_model_alias(
+            self.call(f"set alias {alias}", lambda c: c.set_registered_model_alias(
                 self.model_name, alias, str(version)))
         except MlflowException as exc:
             raise self._refused(f"setting alias {alias!r} to version {version}", exc) from exc
@@ -369,7 +368,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._call(f"delete alias {alias}",
+            self.call(f"delete alias {alias}",
                        lambda c: c.delete_registered_model_alias(self.model_name, alias))
         except MlflowException as exc:
             if _error_code(exc) not in _MISSING_CODES:
@@ -380,7 +379,7 @@ class Registry:
 
         for key, value in tags.items():
             try:
-                self._call("set_model_version_tag", lambda c, k=key, v=value: c.set_model_version_tag(
+                self.call("set_model_version_tag", lambda c, k=key, v=value: c.set_model_version_tag(
                     self.model_name, str(version), k, v))
             except MlflowException as exc:
                 raise self._refused(f"tagging version {version} with {key!r}", exc) from exc
@@ -405,7 +404,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            model = self._call("read promotion lock", lambda c: c.get_registered_model(self.lock_name))
+            model = self.call("read promotion lock", lambda c: c.get_registered_model(self.lock_name))
         except MlflowException as exc:
             if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return None
@@ -416,7 +415,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            self._call("delete promotion lock", lambda c: c.delete_registered_model(self.lock_name))
+            self.call("delete promotion lock", lambda c: c.delete_registered_model(self.lock_name))
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise self._refused("deleting the promotion lock", exc) from exc
@@ -432,7 +431,7 @@ class Registry:
                     LOCK_PURPOSE_TAG: purpose}
             try:
                 # Creating a registered model is atomic (primary key on its name): one creator wins.
-                self._call("create promotion lock", lambda c, tags=tags: c.create_registered_model(
+                self.call("create promotion lock", lambda c, tags=tags: c.create_registered_model(
                     self.lock_name, tags=tags,
                     description=f"Lease held while {self.model_name}'s aliases move; "
                                 "deleted on release, breakable once expired."))

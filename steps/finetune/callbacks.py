@@ -1,0 +1,68 @@
+"""Trainer callbacks: Argo progress, and a guard proving gradient checkpointing really runs."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import TrainerCallback
+
+from steps.common.progress import Progress
+
+
+class ProgressCallback(TrainerCallback):
+    """`step/max_steps` to $ARGO_PROGRESS_FILE after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.progress = Progress(total=state.max_steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.advance()
+
+
+@dataclass
+class CheckpointingObservation:
+    training: bool
+    checkpointing: bool
+    grad_enabled: bool
+
+
+class CheckpointingGuard(TrainerCallback):
+    """Fails the run unless the first training forward pass runs checkpointed layers in train mode.
+
+    `gradient_checkpointing=True` alone proves nothing: transformers' layers checkpoint only when
+    `self.training` is also true, so a model left in eval mode trains with full activations (and dropout
+    off) without any warning. We look at a decoder layer as the forward pass reaches it.
+    """
+
+    def __init__(self) -> None:
+        self.observed: CheckpointingObservation | None = None
+        self._handle: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layer = next((m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)), None)
+        if layer is None:
+            raise RuntimeError(f"{type(model).__name__} has no checkpointable layers; "
+                               "set finetune.gradient_checkpointing: false for this base model")
+        self._handle = layer.register_forward_pre_hook(self._observe)
+
+    def _observe(self, module: Any, _inputs: Any) -> None:
+        import torch
+
+        if self.observed is None:
+            self.observed = CheckpointingObservation(
+                module.training, bool(module.gradient_checkpointing), torch.is_grad_enabled())
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._handle is None:
+            return
+        self._handle.remove()
+        self._handle = None
+        seen = self.observed
+        if seen is None or not (seen.training and seen.checkpointing and seen.grad_enabled):
+            raise RuntimeError(f"gradient checkpointing is not active in the first training step ({seen}); "
+                               "the model must be in train mode with checkpointing enabled")
