@@ -23,10 +23,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # What only the tests need: llama.cpp's OpenAI-compatible server (an independent real server for the
 # openai engine; compiles from source, ~5 min on 2 idle cores, then pip's wheel cache makes it instant)
-# and Debian's Chromium (renders the evaluation report).
+# Debian's Chromium (renders the evaluation report) and Prometheus (scrapes the local server).
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install 'llama-cpp-python[server]==0.3.36'
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 	touch $@
 
 venv: $(VENV)/.installed

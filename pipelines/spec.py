@@ -153,5 +153,11 @@ def build_pipeline() -> Pipeline:
             "judge_model": FromConfig("judge.judge_engine.model"),
             "code_version": FromRun("code_version"),
         }, mutex="promote"),
+        Node("canary", "steps.canary", "cpu", {
+            "context": _CTX, "settings": FromConfig("canary"), "registry": FromConfig("registry"),
+            "adapter_family": FromConfig("adapter_family"),
+            "model_version": FromStep("promote", "model_version"), "promoted": FromStep("promote", "promoted"),
+            "qa_uri": FromStep("generate_qa", "qa_uri"), "judge_engine": FromConfig("judge.judge_engine"),
+        }, when=When("promote", "promoted", "true"), mutex="promote"),
     )
     return Pipeline(nodes)

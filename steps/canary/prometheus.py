@@ -1,0 +1,199 @@
+"""Read the canary's numbers from Prometheus's HTTP API (`GET /api/v1/query`, instant queries at a time).
+
+Per adapter and analysis window (t0, t1]:
+- answers and errors: the counters' increase, as the difference of two instant values (`sum(...)` at t1
+  minus at t0). Unlike `increase()`, that counts a series born inside the window from zero (a fresh
+  adapter's first errors are exactly what must not be missed); a counter reset (replica restart) counts
+  from zero again.
+- p95 time to first token and end to end: `histogram_quantile(q, sum by (le) (rate(<h>_bucket{...}[W])))`
+  evaluated at t1 with W = t1 - t0 (whole seconds, rounded up). When that has no answer although the
+  window has successful answers (rate() needs two scrapes of a series: a fresh adapter's histogram born
+  inside the window has fewer), the same quantile is computed from the buckets' differences between t0
+  and t1 (`quantile_from_buckets`, Prometheus's interpolation). No answer at all -> None.
+
+Failures: an unreachable Prometheus (after retries) raises `TransientError`; a refused query raises
+`PrometheusError`. The analysis treats both as "no data" for the interval (fail closed at the end).
+"""
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from steps.canary.settings import MetricsSettings
+from steps.common.contract import TransientError
+from steps.common.residency import ResidencyPolicy
+
+log = logging.getLogger(__name__)
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus refused a query (bad PromQL, bad parameters)."""
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """One adapter over one analysis window."""
+
+    answers: float  # successful answers
+    errors: float  # error answers (as MetricsSettings.error_selector counts them)
+    ttft_p95_s: float | None
+    e2e_p95_s: float | None
+
+    @property
+    def requests(self) -> float:
+        return self.answers + self.errors
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests > 0 else None
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def selector(settings: MetricsSettings, model: str, extra: str = "") -> str:
+    """`{model_name="x",<settings.selector>,<extra>}`."""
+    parts = [f'{settings.model_label}="{_label_value(model)}"']
+    parts += [s.strip() for s in (settings.selector, extra) if s.strip()]
+    return "{" + ",".join(parts) + "}"
+
+
+def counter_query(metric: str, sel: str) -> str:
+    return f"sum({metric}{sel})"
+
+
+def quantile_query(settings: MetricsSettings, histogram: str, sel: str, window_s: int) -> str:
+    return (f"histogram_quantile({settings.quantile}, sum by (le) "
+            f"(rate({histogram}_bucket{sel}[{window_s}s])))")
+
+
+def window_seconds(t0: float, t1: float) -> int:
+    return max(1, math.ceil(t1 - t0))
+
+
+def buckets_query(histogram: str, sel: str) -> str:
+    return f"sum by (le) ({histogram}_bucket{sel})"
+
+
+def quantile_from_buckets(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's `histogram_quantile` on cumulative bucket counts {upper bound: count} (needs +Inf)."""
+    bounds = sorted(buckets)
+    if len(bounds) < 2 or not math.isinf(bounds[-1]):
+        return None
+    counts, running = [], 0.0
+    for bound in bounds:  # cumulative counts never decrease (as Prometheus enforces)
+        running = max(running, buckets[bound])
+        counts.append(running)
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    b = next(i for i, c in enumerate(counts) if c >= rank)
+    if b == len(bounds) - 1:
+        return bounds[-2]
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start = 0.0 if b == 0 else bounds[b - 1]
+    below = 0.0 if b == 0 else counts[b - 1]
+    inside = counts[b] - below
+    return start + (bounds[b] - start) * ((rank - below) / inside if inside > 0 else 1.0)
+
+
+def counter_delta(before: float | None, after: float | None) -> float:
+    """Increase of a counter between two instant values; absent = 0; a reset counts from zero."""
+    b, a = before or 0.0, after or 0.0
+    return a - b if a >= b else a
+
+
+class PrometheusClient:
+    def __init__(self, settings: MetricsSettings, residency: ResidencyPolicy,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        residency.check_url(settings.prometheus_url, "canary.metrics.prometheus_url")
+        self.settings = settings
+        headers = {"Accept": "application/json"}
+        token = os.environ.get(settings.bearer_token_env, "").strip() if settings.bearer_token_env else ""
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(base_url=settings.prometheus_url.rstrip("/"), headers=headers,
+                                    timeout=settings.timeout_s, follow_redirects=False, trust_env=False,
+                                    transport=transport)
+        self.queries = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def query(self, promql: str, at: float) -> list[tuple[dict[str, str], float]]:
+        """An instant vector (or scalar) at unix time `at`: [(labels, value)]; NaN values are kept."""
+        attempts = self.settings.max_retries + 1
+        last = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._client.get("/api/v1/query", params={"query": promql, "time": f"{at:.3f}"})
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            else:
+                if response.status_code < 500 and response.status_code != 429:
+                    self.queries += 1
+                    return _parse(response, promql)
+                last = f"HTTP {response.status_code}"
+            if attempt < attempts:
+                time.sleep(min(2.0, 0.25 * 2 ** (attempt - 1)))
+        raise TransientError(f"Prometheus at {self.settings.prometheus_url} unreachable ({last}) after "
+                             f"{attempts} attempts")
+
+    def value(self, promql: str, at: float) -> float | None:
+        """The single value of an aggregated query; None when empty or NaN."""
+        result = self.query(promql, at)
+        if not result:
+            return None
+        value = result[0][1]
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    def window(self, model: str, t0: float, t1: float) -> WindowMetrics:
+        """`model`'s answers, errors and p95 latencies in (t0, t1]."""
+        s = self.settings
+        ok_sel, err_sel = selector(s, model), selector(s, model, s.error_selector)
+        answers = counter_delta(self.value(counter_query(s.success_counter, ok_sel), t0),
+                                self.value(counter_query(s.success_counter, ok_sel), t1))
+        errors = counter_delta(self.value(counter_query(s.error_counter, err_sel), t0),
+                               self.value(counter_query(s.error_counter, err_sel), t1))
+        ttft = self.latency(s.ttft_histogram, ok_sel, t0, t1, answers)
+        e2e = self.latency(s.e2e_histogram, ok_sel, t0, t1, answers)
+        return WindowMetrics(answers=answers, errors=errors, ttft_p95_s=ttft, e2e_p95_s=e2e)
+
+    def latency(self, histogram: str, sel: str, t0: float, t1: float, answers: float) -> float | None:
+        value = self.value(quantile_query(self.settings, histogram, sel, window_seconds(t0, t1)), t1)
+        if value is not None or answers <= 0:
+            return value
+        before, after = self.buckets(histogram, sel, t0), self.buckets(histogram, sel, t1)
+        deltas = {le: counter_delta(before.get(le), count) for le, count in after.items()}
+        log.debug("canary: %s%s from bucket differences (rate() had no answer)", histogram, sel)
+        return quantile_from_buckets(self.settings.quantile, deltas)
+
+    def buckets(self, histogram: str, sel: str, at: float) -> dict[float, float]:
+        return {float(labels.get("le", "nan")): value for labels, value in self.query(buckets_query(histogram, sel), at)
+                if "le" in labels}
+
+
+def _parse(response: httpx.Response, promql: str) -> list[tuple[dict[str, str], float]]:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        raise PrometheusError(f"Prometheus answered HTTP {response.status_code} with a body that is not JSON "
+                              f"for {promql!r}") from None
+    if response.status_code != 200 or body.get("status") != "success":
+        raise PrometheusError(f"Prometheus refused {promql!r}: {body.get('errorType', '')} "
+                              f"{str(body.get('error', ''))[:300]}")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        return [({}, float(result[1]))]
+    if kind != "vector":
+        raise PrometheusError(f"expected an instant vector for {promql!r}, got {kind}")
+    return [(dict(item.get("metric") or {}), float(item["value"][1])) for item in result or []]

@@ -1,0 +1,184 @@
+"""Talk to one serving replica (vLLM or `eurolora serve`): adapters, routes, plain requests.
+
+Every call is bounded by a timeout; the URL is checked against the residency policy first; redirects
+and proxy variables are ignored (both could reach an unchecked host). A replica that cannot be reached
+raises `TransientError` (the step is idempotent, so Argo or the local runner may retry it).
+
+Idempotence across servers: `eurolora serve` answers "already loaded" for the same weights under the same
+name; vLLM answers 400 for any second load. Both are accepted when `/v1/models` then lists the name with
+the path we asked for. Unloading a name that is not loaded is a no-op.
+"""
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from steps.common.contract import TransientError
+from steps.common.residency import ResidencyPolicy
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(RuntimeError):
+    """A replica refused a request (bad adapter, name taken by other weights, bad route)."""
+
+
+def adapter_name(family: str, version: str) -> str:
+    """Served name of registry version `version` of `family`: `<family>-v<N>` (never reused for other weights)."""
+    return f"{family}-v{version}"
+
+
+def root_url(base_url: str) -> str:
+    """`http://h:8000/v1` -> `http://h:8000` (the adapter and route endpoints live under /v1 too)."""
+    base = base_url.strip().rstrip("/")
+    return base.removesuffix("/v1")
+
+
+def discover_replicas(dns: str, residency: ResidencyPolicy) -> list[str]:
+    """Per-pod base URLs behind a headless Service `host:port`: `http://<a-b-c-d>.<host>:<port>/v1`.
+
+    Kubernetes DNS gives every ready pod behind a Service the name `<ip with dashes>.<service host>`, so the
+    URLs keep a DNS name the residency policy can check (IP literals would need listing one by one)."""
+    host, _, port = dns.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"canary.replica_dns={dns!r}: expected host:port of a headless Service")
+    residency.check_url(f"http://{host}:{port}", "canary.replica_dns")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise TransientError(f"canary.replica_dns {host}: cannot resolve ({exc})") from exc
+    ips = sorted({info[4][0] for info in infos if info[0] == socket.AF_INET})
+    if not ips:
+        raise TransientError(f"canary.replica_dns {host}: no ready replica (no A record)")
+    return [f"http://{ip.replace('.', '-')}.{host}:{port}/v1" for ip in ips]
+
+
+class ReplicaClient:
+    """One replica. Use as a context manager or call `close()`."""
+
+    def __init__(self, base_url: str, residency: ResidencyPolicy, *, timeout_s: float = 60.0,
+                 api_key_env: str = "", transport: httpx.BaseTransport | None = None) -> None:
+        residency.check_url(base_url, "canary.replicas")
+        self.base_url = base_url.rstrip("/")
+        self.name = urlsplit(self.base_url).netloc
+        headers = {"Accept": "application/json"}
+        key = os.environ.get(api_key_env, "").strip() if api_key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(base_url=root_url(self.base_url), headers=headers, timeout=timeout_s,
+                                    follow_redirects=False, trust_env=False, transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        try:
+            return self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"replica {self.name}: {method} {path} failed ({type(exc).__name__}); "
+                                 "is it up? The canary step is safe to retry") from exc
+
+    @staticmethod
+    def _detail(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:300]
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            return str(error.get("message", ""))[:300]
+        if isinstance(body, dict) and "message" in body:
+            return str(body["message"])[:300]
+        return response.text[:300]
+
+    # -- models and adapters ---------------------------------------------------------------------
+    def models(self) -> dict[str, dict[str, Any]]:
+        """Served model id -> its /v1/models entry (base model and every loaded adapter)."""
+        response = self._request("GET", "/v1/models")
+        if response.status_code >= 500:
+            raise TransientError(f"replica {self.name}: /v1/models answered {response.status_code}")
+        if response.status_code != 200:
+            raise ServingError(f"replica {self.name}: /v1/models answered {response.status_code}: "
+                               f"{self._detail(response)}")
+        return {str(entry.get("id")): entry for entry in response.json().get("data", [])}
+
+    def healthy(self) -> bool:
+        try:
+            return self._client.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def load_adapter(self, name: str, path: str) -> str:
+        """Load `path` as `name` (idempotent); returns "loaded" or "already_loaded". Verified in /v1/models."""
+        before = self.models().get(name)
+        if before is not None and before.get("root") in (path, None):
+            return "already_loaded"
+        response = self._request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        if response.status_code >= 500:
+            raise TransientError(f"replica {self.name}: loading {name} answered {response.status_code}: "
+                                 f"{self._detail(response)}")
+        listed = self.models().get(name)
+        if response.status_code == 200 and listed is not None:
+            return "loaded" if "already" not in response.text else "already_loaded"
+        if listed is not None and listed.get("root") in (path, None):
+            return "already_loaded"  # vLLM refuses a second load of a loaded name with 400
+        raise ServingError(f"replica {self.name}: loading adapter {name} from {path} failed "
+                           f"(HTTP {response.status_code}): {self._detail(response)}")
+
+    def unload_adapter(self, name: str) -> str:
+        """Unload `name`; returns "unloaded" or "not_loaded". Routes must not point at it any more."""
+        if name not in self.models():
+            return "not_loaded"
+        response = self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        if response.status_code >= 500:
+            raise TransientError(f"replica {self.name}: unloading {name} answered {response.status_code}")
+        if name not in self.models():
+            return "unloaded"
+        raise ServingError(f"replica {self.name}: unloading adapter {name} failed (HTTP "
+                           f"{response.status_code}): {self._detail(response)}")
+
+    # -- routes (eurolora serve only) --------------------------------------------------------------
+    def set_route(self, name: str, weights: dict[str, int], strategy: str = "round_robin") -> dict[str, Any]:
+        """Set route `name` to exactly `weights` (absolute: applying it twice is the same as once)."""
+        response = self._request("POST", "/v1/routes", {"name": name, "weights": weights, "strategy": strategy})
+        if response.status_code != 200:
+            raise ServingError(f"replica {self.name}: setting route {name}={weights} failed (HTTP "
+                               f"{response.status_code}): {self._detail(response)}")
+        return response.json()
+
+    def routes(self) -> dict[str, dict[str, Any]]:
+        response = self._request("GET", "/v1/routes")
+        if response.status_code != 200:
+            raise ServingError(f"replica {self.name}: /v1/routes answered {response.status_code} (a local "
+                               "route needs `eurolora serve`; on vLLM use routing=inference_model_rewrite)")
+        return {str(r["name"]): r for r in response.json().get("data", [])}
+
+    # -- plain requests ----------------------------------------------------------------------------
+    def chat(self, model: str, content: str, max_tokens: int) -> tuple[int, str, float]:
+        """(HTTP status, the model that served, seconds) of one small chat request; never raises for HTTP."""
+        started = time.perf_counter()
+        body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+                "temperature": 0}
+        try:
+            response = self._client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            log.info("replica %s: request to %s failed: %s", self.name, model, type(exc).__name__)
+            return 0, "", time.perf_counter() - started
+        served = ""
+        if response.status_code == 200:
+            try:
+                served = str(response.json().get("model", ""))
+            except ValueError:
+                served = ""
+        return response.status_code, served, time.perf_counter() - started

@@ -1,0 +1,122 @@
+"""Quality on a sampled shadow set, judged exactly as the judge step judges (its rubric, schema, fail-closed
+parsing from steps/judge/verdicts.py).
+
+A seeded sample of `qa_test.jsonl` is split into one batch per analysis interval. Each batch is answered
+by both adapters through a replica (by served name, not through the route: users never see these
+answers) and graded by the self-hosted judge. Batches run one at a time in a background thread, so a slow
+judge never delays the SLO checks (and a rollback); `collect` folds whatever has finished into the tally.
+Only grades and counts are kept, never question or answer text.
+"""
+
+import logging
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from steps.canary.analysis import QualityTally
+from steps.canary.settings import ShadowSettings
+from steps.common.engines.base import Engine
+from steps.judge.dataset import QAItem, load_items
+from steps.judge.evaluate import answer_request
+from steps.judge.verdicts import Verdict, parse_verdict, verdict_request
+
+log = logging.getLogger(__name__)
+
+
+class ShadowItem(BaseModel):
+    batch: int
+    index: int  # position in the sampled shadow set
+    challenger: str  # grade counted (fail closed)
+    champion: str
+    challenger_error: str | None = None  # why the challenger's verdict was unusable
+    champion_error: str | None = None
+
+
+def sample_items(path: Path, size: int, seed: int) -> list[QAItem]:
+    """A seeded sample of at most `size` test items (all of them when the set is smaller)."""
+    return load_items(path, max_items=size, seed=seed)
+
+
+def split_batches(n_items: int, batches: int) -> list[range]:
+    per = math.ceil(n_items / batches) if batches else n_items
+    return [range(k * per, min(n_items, (k + 1) * per)) for k in range(batches)]
+
+
+def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engine, judge: Engine,
+                names: dict[str, str], settings: ShadowSettings) -> list[ShadowItem]:
+    """Answers from both adapters, one verdict each; unusable ones count against the challenger."""
+    chosen = [items[i] for i in indices]
+    if not chosen:
+        return []
+    roles = ("challenger", "champion")
+    requests = [answer_request(item, names[role], settings.max_new_tokens) for role in roles for item in chosen]
+    answers = answerer.generate(requests)
+    verdicts: list[Verdict] = [Verdict(grade=None, error=f"no answer to judge ({a.error or 'generation error'})")
+                               for a in answers]
+    to_judge = [k for k, a in enumerate(answers) if a.finish_reason != "error"]
+    judged = judge.generate([verdict_request(chosen[k % len(chosen)], answers[k].text,
+                                             settings.judge_max_new_tokens) for k in to_judge])
+    for k, result in zip(to_judge, judged, strict=True):
+        verdicts[k] = parse_verdict(result)
+    out = []
+    n = len(chosen)
+    for j, index in enumerate(indices):
+        mine, theirs = verdicts[j], verdicts[n + j]
+        out.append(ShadowItem(batch=batch, index=index, challenger=mine.counted_as("candidate"),
+                              champion=theirs.counted_as("champion"), challenger_error=mine.error,
+                              champion_error=theirs.error))
+    return out
+
+
+class ShadowRunner:
+    """Runs shadow batches in one background thread; the caller folds finished ones into a tally."""
+
+    def __init__(self, items: list[QAItem], batches: int, answerer: Engine, judge: Engine,
+                 names: dict[str, str], settings: ShadowSettings) -> None:
+        self.items = items
+        self.ranges = split_batches(len(items), batches)
+        self.answerer, self.judge, self.names, self.settings = answerer, judge, names, settings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary-shadow")
+        self._pending: dict[int, Future[list[ShadowItem]]] = {}
+
+    def submit(self, batch: int) -> None:
+        if batch < len(self.ranges) and self.ranges[batch] and batch not in self._pending:
+            self._pending[batch] = self._pool.submit(judge_batch, batch, self.ranges[batch], self.items,
+                                                     self.answerer, self.judge, self.names, self.settings)
+
+    def collect(self, tally: QualityTally, records: list[ShadowItem], timeout_s: float | None = None) -> None:
+        """Fold finished batches (all of them, waiting up to `timeout_s`, when given) into `tally`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for batch in sorted(self._pending):
+            future = self._pending[batch]
+            if deadline is not None:
+                try:
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    tally.errors.append(f"shadow batch {batch}: not finished within {timeout_s:g}s")
+                    future.cancel()
+                    del self._pending[batch]
+                    continue
+                except Exception:  # noqa: BLE001, S110 - reported below from future.exception()
+                    pass
+            if not future.done():
+                continue
+            del self._pending[batch]
+            error = future.exception()
+            if error is not None:
+                log.warning("canary: shadow batch %d failed: %s", batch, error)
+                tally.errors.append(f"shadow batch {batch}: {type(error).__name__}: {str(error)[:200]}")
+                continue
+            for item in future.result():
+                tally.add(item.challenger, item.champion)
+                tally.unusable += item.challenger_error is not None
+                records.append(item)
+
+    def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,206 @@
+"""manifests/serving: built-in kinds validated strictly by kubernetes-validate (offline), custom resources
+(ServiceMonitor, InferencePool, InferenceModelRewrite, HTTPRoute) checked field by field, and the policy:
+multi-LoRA with runtime updates, offline and untracked, EU nodes, GPU, probes, non-root, secrets only by
+reference, and names that agree across the objects and with the canary step's defaults."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from steps.canary.adapter_set import CONFIG_KEY, AdapterSet
+from steps.canary.routing import POOL_GROUP, REWRITE_API
+from steps.canary.settings import CanarySettings
+from steps.common.residency import EU_REGIONS
+
+K8S_VERSION = "1.31"
+SERVING = Path(__file__).resolve().parents[2] / "manifests" / "serving"
+CUSTOM = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("inference.networking.k8s.io/v1", "InferencePool"),
+          (REWRITE_API, "InferenceModelRewrite"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+SECRETISH = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def _docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(SERVING.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in _docs() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, (kind, name, len(found))
+    return found[0]
+
+
+def _pod() -> dict[str, Any]:
+    return _one("Deployment", "vllm")["spec"]["template"]
+
+
+def _containers() -> dict[str, dict[str, Any]]:
+    spec = _pod()["spec"]
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_builtin_kinds_validate_strictly_and_custom_ones_are_known() -> None:
+    seen = set()
+    for doc in _docs():
+        key = (doc["apiVersion"], doc["kind"])
+        if key in CUSTOM:
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert doc["metadata"].get("namespace", "inference") == "inference" or doc["kind"] == "Namespace"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "eurolora"
+        seen.add(doc["kind"])
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "InferencePool",
+            "InferenceModelRewrite", "HTTPRoute", "Role", "RoleBinding", "NetworkPolicy"} <= seen
+
+
+def test_strict_validation_catches_a_misspelled_field() -> None:
+    deployment = _one("Deployment", "vllm")
+    deployment["spec"]["template"]["spec"]["tolerations"][0]["efect"] = "NoSchedule"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
+    vllm = _containers()["vllm"]
+    argv = [*vllm["command"], *vllm["args"]]
+    assert argv[:2] == ["vllm", "serve"] and "--enable-lora" in argv
+    flags = dict(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    assert int(flags["--max-loras"]) >= 2 and int(flags["--max-lora-rank"]) >= 8  # champion + challenger
+    env = _env(vllm)
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    for key, value in {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
+                       "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
+        assert env[key] == value, key
+    for name, container in _containers().items():
+        assert _env(container).get("DO_NOT_TRACK") == "1", name
+        assert _env(container).get("HF_HUB_OFFLINE") == "1", name
+
+
+def test_pods_run_on_eu_gpu_nodes_non_root_with_probes() -> None:
+    spec = _pod()["spec"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for term in terms:
+        (expr,) = [e for e in term["matchExpressions"] if e["key"] == "topology.kubernetes.io/region"]
+        assert expr["operator"] == "In" and expr["values"] and set(expr["values"]) <= set(EU_REGIONS)
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    vllm = _containers()["vllm"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(vllm)
+    assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
+    pod_sc = spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    for name, container in _containers().items():
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
+        assert sc["readOnlyRootFilesystem"] is True, name
+        assert container["image"].startswith("123456789012.dkr.ecr.eu-central-1.amazonaws.com/"), name
+        assert "limits" in container["resources"] and "memory" in container["resources"]["limits"], name
+
+
+def test_secrets_only_by_reference() -> None:
+    assert not [d for d in _docs() if d["kind"] == "Secret"]
+    for name, container in _containers().items():
+        for entry in container.get("env", []):
+            if SECRETISH.search(entry["name"]):
+                assert "value" not in entry, (name, entry["name"])
+                assert set(entry["valueFrom"]) == {"secretKeyRef"}, (name, entry["name"])
+    assert "envFrom" not in json.dumps(_pod())
+
+
+def test_adapter_set_is_declarative_and_restarted_pods_restore_it() -> None:
+    configmap = _one("ConfigMap", "vllm-adapters")
+    adapter_set = AdapterSet.model_validate_json(configmap["data"][CONFIG_KEY])
+    assert adapter_set.adapters and any(a.role == "champion" for a in adapter_set.adapters)
+    for entry in adapter_set.adapters:
+        assert re.fullmatch(rf"{adapter_set.family}-v\d+", entry.name) and entry.name.endswith(f"-v{entry.version}")
+        assert entry.uri.startswith("s3://")
+    assert adapter_set.storage is not None and adapter_set.storage.s3.endpoint_url
+    adapter_set.residency.check_url(adapter_set.storage.s3.endpoint_url, "storage.s3.endpoint_url")
+    adapter_set.residency.check_region(adapter_set.storage.s3.region, "storage.s3.region")
+    # The set is mounted where the sync commands and the readiness probe read it.
+    containers = _containers()
+    volumes = {v["name"]: v for v in _pod()["spec"]["volumes"]}
+    assert volumes["adapter-set"]["configMap"]["name"] == "vllm-adapters"
+    for name in ("fetch", "adapter-sync", "vllm"):
+        mounts = {m["name"]: m["mountPath"] for m in containers[name]["volumeMounts"]}
+        command = containers[name]["command"] if name != "vllm" else containers[name]["readinessProbe"]["exec"]["command"]
+        assert command[:3] == ["python", "-m", "steps.canary.adapter_sync"]
+        assert command[command.index("--config") + 1] == f"{mounts['adapter-set']}/{CONFIG_KEY}"
+    assert containers["fetch"]["command"][3] == "fetch" and "restartPolicy" not in containers["fetch"]
+    assert containers["adapter-sync"]["command"][3] == "run" and containers["adapter-sync"]["restartPolicy"] == "Always"
+    assert containers["vllm"]["readinessProbe"]["exec"]["command"][3] == "ready"
+    assert containers["vllm"]["command"][2] == "/models/base"
+
+
+def test_routing_splits_between_versioned_adapters_of_one_pool() -> None:
+    labels = _pod()["metadata"]["labels"]
+    port = _containers()["vllm"]["ports"][0]["containerPort"]
+    pool = _one("InferencePool", "vllm")
+    assert pool["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pool["spec"]["targetPorts"] == [{"number": port}]
+    assert pool["spec"]["endpointPickerRef"]["name"] and pool["spec"]["endpointPickerRef"]["port"]["number"]
+    adapter_set = AdapterSet.model_validate_json(_one("ConfigMap", "vllm-adapters")["data"][CONFIG_KEY])
+    rewrite = _one("InferenceModelRewrite", adapter_set.family)
+    assert rewrite["apiVersion"] == REWRITE_API
+    assert rewrite["spec"]["poolRef"] == {"group": POOL_GROUP, "kind": "InferencePool", "name": "vllm"}
+    (rule,) = rewrite["spec"]["rules"]
+    assert rule["matches"] == [{"model": {"type": "Exact", "value": adapter_set.family}}]
+    served = {a.name for a in adapter_set.adapters}
+    assert {t["modelRewrite"] for t in rule["targets"]} <= served
+    assert all(t.get("weight", 1) >= 1 for t in rule["targets"])
+    route = _one("HTTPRoute", "vllm")
+    (http_rule,) = route["spec"]["rules"]
+    assert http_rule["backendRefs"] == [{"group": POOL_GROUP, "kind": "InferencePool", "name": "vllm"}]
+    assert route["spec"]["parentRefs"][0]["kind"] == "Gateway"
+
+
+def test_services_and_scraping_select_the_vllm_pods() -> None:
+    labels = _pod()["metadata"]["labels"]
+    service, headless = _one("Service", "vllm"), _one("Service", "vllm-replicas")
+    for svc in (service, headless):
+        assert svc["spec"]["selector"].items() <= labels.items()
+        assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is False
+    monitor = _one("ServiceMonitor", "vllm")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= headless["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert int(endpoint["interval"].rstrip("s")) < CanarySettings().metrics.scrape_settle_s
+
+
+def test_canary_may_patch_exactly_its_two_objects() -> None:
+    role, binding = _one("Role", "eurolora-canary"), _one("RoleBinding", "eurolora-canary")
+    defaults = CanarySettings().kubernetes
+    adapter_set = AdapterSet.model_validate_json(_one("ConfigMap", "vllm-adapters")["data"][CONFIG_KEY])
+    allowed = {(g, r, n) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for n in rule["resourceNames"]}
+    assert allowed == {("", "configmaps", defaults.adapter_configmap),
+                       ("inference.networking.x-k8s.io", "inferencemodelrewrites",
+                        defaults.model_rewrite or adapter_set.family)}
+    assert all(set(rule["verbs"]) <= {"get", "patch"} for rule in role["rules"])
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "eurolora-workflow", "namespace": "eurolora"}]
+    assert defaults.namespace == "inference" and defaults.pool == _one("InferencePool", "vllm")["metadata"]["name"]
+
+
+def test_network_policy_limits_who_reaches_vllm() -> None:
+    policy = _one("NetworkPolicy", "vllm")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= _pod()["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    cidrs = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert "0.0.0.0/0" not in cidrs
