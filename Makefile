@@ -45,6 +45,7 @@ bench: venv
 	$(PY) bench/generation_cpu.py
 	$(PY) bench/compile.py
 	$(PY) bench/serve_load.py
+	$(PY) bench/pipeline_local.py
 
 # Needs a Docker engine (none on the development machines): build where one runs.
 images:

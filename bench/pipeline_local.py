@@ -1,0 +1,44 @@
+"""Local pipeline wall time by step: a cold run with caching off (the baseline), then the same run again
+with caching on and nothing changed. Prints one table; targets: cold <= 10 min, cached <= 5% of cold.
+
+    .venv/bin/python bench/pipeline_local.py [--set key=value ...]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _run(work: Path, extra: list[str]) -> tuple[float, dict[str, dict]]:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *extra], cwd=work,
+                            capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"run failed:\n{result.stderr[-3000:]}")
+    newest = sorted((work / "runs").glob("2*/summary.json"))[-1]
+    steps = {s["name"]: s for s in json.loads(newest.read_text())["steps"]}
+    return wall, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    extra = [f"--set={item}" for item in args.overrides]
+    with tempfile.TemporaryDirectory(prefix="eurolora-bench-") as tmp:
+        work = Path(tmp)
+        cold_wall, cold = _run(work, ["--no-cache", *extra])
+        warm_wall, warm = _run(work, extra)
+    print(f"{'step':<15}{'cache off (s)':>15}{'cache on (s)':>15}{'status':>12}")
+    for name, step in cold.items():
+        print(f"{name:<15}{step['duration_s']:>15.1f}{warm[name]['duration_s']:>15.1f}{warm[name]['status']:>12}")
+    print(f"{'whole run':<15}{cold_wall:>15.1f}{warm_wall:>15.1f}{warm_wall / cold_wall:>11.1%}")
+
+
+if __name__ == "__main__":
+    main()
