@@ -144,7 +144,7 @@ def test_http_settings_are_scoped_to_each_call(mlflow_sqlite_uri: str, mlflow_mo
     os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)
     settings = RegistrySettings(tracking_uri=mlflow_sqlite_uri, model_name=mlflow_model, timeout_s=2.5)
     registry = Registry(settings, ResidencyPolicy(), max_retries=1)
-    seen = registry._call("probe", lambda client: (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+    seen = registry.call("probe", lambda client: (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"],
                                                    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
                                                    os.environ["MLFLOW_DISABLE_TELEMETRY"]))
     assert seen == ("3", "1", "true")  # MLflow parses the timeout as an int: rounded up, never to 0
