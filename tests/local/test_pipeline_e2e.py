@@ -120,7 +120,9 @@ def test_second_identical_run_is_served_from_cache(offline_run: dict) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((offline_run["work"] / "runs").glob("2*"))
     summary = json.loads((runs[-1] / "summary.json").read_text())
-    assert {s["status"] for s in summary["steps"]} == {"cached"}
+    statuses = {s["name"]: s["status"] for s in summary["steps"]}
+    assert statuses.pop("canary") in ("cached", "skipped")  # skipped unless promote moved the champion
+    assert set(statuses.values()) == {"cached"}
     assert elapsed < offline_run["elapsed"] * 0.25  # the benchmark reports the real ratio
 
 
@@ -136,7 +138,15 @@ def test_sigkill_while_writing_outputs_then_resume(tmp_path: Path, embedded_mode
     assert proc.returncode == 1 and "step 'ingest' failed" in err
     run_dir = next((tmp_path / "runs").glob("2*"))
     artifact = tmp_path / "runs" / "artifacts" / "runs" / run_dir.name / "ingest" / "chunks"
-    assert not (artifact / "MANIFEST.json").exists()
+    # Whatever instant the kill hit: either nothing is visible, or a complete artifact that verifies.
+    if (artifact / "MANIFEST.json").exists():
+        from steps.common.residency import ResidencyPolicy
+        from steps.common.storage import ArtifactStore, StorageSettings
+
+        store = ArtifactStore(StorageSettings(artifact_root=artifact.as_uri()), ResidencyPolicy())
+        store.materialize(artifact.as_uri(), tmp_path / "verify")
+    else:
+        assert not artifact.exists()  # staged under a hidden name, renamed into place only when complete
     resumed = subprocess.run([*argv, "--resume", run_dir.name], cwd=tmp_path, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
