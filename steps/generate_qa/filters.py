@@ -63,7 +63,7 @@ class QualityFilter:
     """Stateful across one run: remembers accepted questions for dedup."""
 
     def __init__(self, settings: GenerateQASettings, languages: list[str], seed: int = 0) -> None:
-        from steps.ingest.language import LanguageDetector
+        from steps.common.language import LanguageDetector
 
         self.settings = settings
         self._detector = LanguageDetector(sorted(set(languages)), seed=seed)
@@ -105,7 +105,7 @@ class QualityFilter:
 
     def language_matches(self, text: str, expected: str) -> bool:
         """Tolerant: a text too short to tell, or one the detector cannot place, passes."""
-        from steps.ingest.language import UNKNOWN
+        from steps.common.language import UNKNOWN
 
         if sum(ch.isalpha() for ch in text) < MIN_LANGUAGE_LETTERS:
             return True

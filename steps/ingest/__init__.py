@@ -56,7 +56,7 @@ def run(inputs: IngestInputs) -> IngestOutputs:
     from steps.common.progress import Progress
     from steps.ingest.artifact import write_artifact
     from steps.ingest.corpus import CorpusIngester
-    from steps.ingest.language import LanguageDetector
+    from steps.common.language import LanguageDetector
     from steps.ingest.tokens import load_token_counter
 
     started = time.monotonic()

@@ -24,13 +24,13 @@ class LanguageChecker:
     """The project's seeded detector (ingest's), limited for short texts to the test set's languages."""
 
     def __init__(self, languages: list[str], seed: int = 0) -> None:
-        from steps.ingest.language import LanguageDetector
+        from steps.common.language import LanguageDetector
 
         self._detector = LanguageDetector(sorted(set(languages)), seed=seed)
 
     def check(self, text: str, expected: str) -> tuple[bool, str | None]:
         """(answer is in `expected` or undecidable, the detected language or None if undecidable)."""
-        from steps.ingest.language import UNKNOWN
+        from steps.common.language import UNKNOWN
 
         if sum(ch.isalpha() for ch in text) < _MIN_LETTERS:
             return True, None

@@ -1,6 +1,6 @@
 import pytest
 
-from steps.ingest.language import UNKNOWN, LanguageDetector
+from steps.common.language import UNKNOWN, LanguageDetector
 from steps.ingest.settings import DEFAULT_LANGUAGES
 
 SAMPLES = {
