@@ -20,7 +20,7 @@ from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.display import RunDisplay
 from pipelines.local.records import RunSummary, StepRecord, write_json_atomic
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline
-from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
+from steps.common.contract import EXIT_TRANSIENT, RuntimeContext, TransientError
 from steps.common.residency import OFFLINE_ENV
 
 
@@ -84,8 +84,12 @@ class LocalRunner:
             return
         inputs = self._resolve_inputs(node, summary, context)
         write_json_atomic(step_dir / "inputs.json", inputs)
-        record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
-        hit = cache.lookup(node.name, record.cache_key) if self.use_cache else None
+        try:
+            hit = self._cache_lookup(node, record, inputs, cache) if self.use_cache else None
+        except TransientError as exc:  # the artifact store is down: digests cannot be read
+            record.status, record.error = "failed", str(exc)
+            self.display.step_finished(record)
+            return
         if hit:
             record.outputs, record.reused_from_run = hit
             record.status = "cached"
@@ -100,13 +104,20 @@ class LocalRunner:
         if rc == 0:
             record.outputs = json.loads((step_dir / "outputs.json").read_text())
             record.status = "succeeded"
-            cache.save(node.name, record.cache_key, record.outputs, summary.run_id)
+            if record.cache_key:
+                cache.save(node.name, record.cache_key, record.outputs, summary.run_id)
         else:
             record.status = "failed"
             record.error = record.error or f"exit code {rc}"
         write_json_atomic(step_dir / "timing.json", {"duration_s": record.duration_s,
                                                      "attempts": record.attempts})
         self.display.step_finished(record)
+
+    @staticmethod
+    def _cache_lookup(node: Node, record: StepRecord, inputs: dict[str, Any], cache: StepCache
+                      ) -> tuple[dict[str, Any], str] | None:
+        record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
+        return cache.lookup(node.name, record.cache_key)
 
     def _execute_with_retries(self, node: Node, record: StepRecord, step_dir: Path) -> int:
         retries = self.config.local.transient_retries
