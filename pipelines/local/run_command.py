@@ -24,8 +24,10 @@ def handle(args: argparse.Namespace) -> int:
     from pipelines.local.summary_table import print_summary
     from pipelines.spec import build_pipeline
 
-    corpus = [f"corpus={Path(args.corpus).resolve().as_uri()}"] if args.corpus and "://" not in args.corpus \
-        else ([f"corpus={args.corpus}"] if args.corpus else [])
+    corpus = []
+    if args.corpus:  # a plain path is relative to where the command runs, not to the config file
+        uri = args.corpus if "://" in args.corpus else Path(args.corpus).resolve().as_uri()
+        corpus = [f"corpus={uri}"]
     config = load_config_or_exit(args, corpus)
     pipeline = build_pipeline()
     if args.until:
