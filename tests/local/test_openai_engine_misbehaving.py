@@ -81,14 +81,15 @@ def test_behaviour(server: MisbehavingServer, mode: str) -> None:
 
 
 def test_concurrency_is_bounded(server: MisbehavingServer) -> None:
-    requests = [_req(f"slow:{i}", f"m{i}") for i in range(20)]
-    started = time.monotonic()
-    with _engine(server.base_url, concurrency=4, timeout_s=10) as engine:
+    # Each request is held until 4 are in flight: a client that never reaches 4 shows a lower peak
+    # (after a 10 s stall per request), a client above 4 a higher one. No wall-clock assertion.
+    requests = [_req(f"gather4:{i}", f"m{i}") for i in range(20)]
+    with _engine(server.base_url, concurrency=4, timeout_s=30) as engine:
         results = engine.generate(requests)
-    elapsed = time.monotonic() - started
     assert [r.text for r in results] == [f"echo:m{i}" for i in range(20)]
-    assert server.stats()["max_inflight"] == 4
-    assert elapsed >= 5 * 0.3  # 20 requests of 0.3 s, 4 at a time
+    stats = server.stats()
+    assert stats["max_inflight"] == 4
+    assert stats["total"] == 20  # no request timed out and was retried
 
 
 def test_retry_after_is_honoured(server: MisbehavingServer) -> None:

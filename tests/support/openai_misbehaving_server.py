@@ -8,7 +8,8 @@ attempt counters of stateful modes apart. Modes:
 
     ok            200, content "echo:<last message content>", finish_reason "stop"
     length        200, finish_reason "length"
-    slow          like ok after 0.3 s (to measure how many requests are in flight at once)
+    gather<N>     holds the request until N requests are in flight at once (at most 10 s), then ok:
+                  measures a client's concurrency without depending on how fast this machine is
     json          200, content '{"answer": "yes", "score": 3}' (the request body is recorded)
     500           500 always (vLLM-style error body)
     fail500x<N>   500 for the first N attempts, then ok
@@ -37,7 +38,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE_LOCK = threading.Lock()
+STATE_LOCK = threading.Condition()
 STATE: dict = {}
 
 
@@ -97,6 +98,7 @@ class Handler(BaseHTTPRequestHandler):
             STATE["inflight"] += 1
             STATE["total"] += 1
             STATE["max_inflight"] = max(STATE["max_inflight"], STATE["inflight"])
+            STATE_LOCK.notify_all()
             attempt = STATE["attempts"][model] = STATE["attempts"].get(model, 0) + 1
             STATE["auth"][model] = self.headers.get("Authorization")
             STATE["bodies"][model] = body
@@ -116,8 +118,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, ok)
         if mode == "length":
             return self._json(200, completion(model, "cut sh", "length"))
-        if mode == "slow":
-            time.sleep(0.3)
+        if m := re.fullmatch(r"gather(\d+)", mode):
+            with STATE_LOCK:
+                STATE_LOCK.wait_for(lambda: STATE["inflight"] >= int(m[1]), timeout=10)
             return self._json(200, ok)
         if mode == "json":
             return self._json(200, completion(model, '{"answer": "yes", "score": 3}'))
