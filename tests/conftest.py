@@ -6,5 +6,4 @@ pytest_plugins = [
     "tests.fixtures.llm_servers",
     "tests.fixtures.mlflow",
     "tests.fixtures.serve",
-    "tests.fixtures.prometheus",
 ]

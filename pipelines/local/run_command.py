@@ -19,8 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from pipelines.local.display import default_display
+    from pipelines.local.prometheus_process import PrometheusNotInstalled, prometheus_binary
     from pipelines.local.runner import LocalRunner, StepFailed
+    from pipelines.local.serving_stack import canary_serving, needs_local_serving
     from pipelines.local.summary_table import print_summary
     from pipelines.spec import build_pipeline
 
@@ -36,7 +40,18 @@ def handle(args: argparse.Namespace) -> int:
         except KeyError as exc:
             print(f"eurolora: --until: {exc.args[0]}", file=sys.stderr)
             return 2
-    runner = LocalRunner(config, pipeline, default_display(), use_cache=not args.no_cache)
+    nodes = pipeline.until(args.until) if args.until else pipeline.ordered()
+    serving = needs_local_serving(config) and any(node.name == "canary" for node in nodes)
+    if serving:
+        try:
+            prometheus_binary()  # before any work starts, not after an hour of training
+        except PrometheusNotInstalled as exc:
+            print(f"eurolora: the canary step needs Prometheus locally: {exc}; or set canary.enabled=false, or "
+                  "local.serving.managed=false with your own canary.replicas and canary.metrics.prometheus_url",
+                  file=sys.stderr)
+            return 2
+    services = {"canary": partial(canary_serving, config)} if serving else {}
+    runner = LocalRunner(config, pipeline, default_display(), use_cache=not args.no_cache, services=services)
     try:
         summary = runner.run(run_dir=args.run_dir, until=args.until, resume=args.resume)
     except StepFailed as exc:

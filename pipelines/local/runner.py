@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from pipelines.config import PipelineConfig
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.display import RunDisplay
 from pipelines.local.records import RunSummary, StepRecord, write_json_atomic
-from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline
+from pipelines.spec import FromConfig, FromStep, Node, Pipeline
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext, TransientError
 from steps.common.residency import OFFLINE_ENV
 
@@ -31,16 +33,22 @@ class StepFailed(RuntimeError):
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+# What a step needs running beside it (a pod's neighbours on a cluster): given the step's inputs and its
+# directory, a context manager that starts it, yields the inputs pointed at it, and stops it after.
+StepService = Callable[[dict[str, Any], Path], AbstractContextManager[dict[str, Any]]]
 
 
 class LocalRunner:
     def __init__(self, config: PipelineConfig, pipeline: Pipeline, display: RunDisplay,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, services: Mapping[str, StepService] | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.display = display
         self.use_cache = use_cache
+        self.services = dict(services or {})
         self.runs_root = Path(config.local.runs_dir)
 
     def run(self, run_dir: Path | None = None, until: str | None = None, resume: str | None = None
@@ -99,7 +107,7 @@ class LocalRunner:
         self.display.step_started(node.name)
         started = time.monotonic()
         record.status = "running"
-        rc = self._execute_with_retries(node, record, step_dir)
+        rc = self._execute_with_service(node, record, step_dir, inputs)
         record.duration_s = round(time.monotonic() - started, 2)
         if rc == 0:
             record.outputs = json.loads((step_dir / "outputs.json").read_text())
@@ -118,6 +126,19 @@ class LocalRunner:
                       ) -> tuple[dict[str, Any], str] | None:
         record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
         return cache.lookup(node.name, record.cache_key)
+
+    def _execute_with_service(self, node: Node, record: StepRecord, step_dir: Path, inputs: dict[str, Any]
+                              ) -> int:
+        """Run the step with its service (if any) started beside it for all attempts."""
+        with ExitStack() as stack:
+            if service := self.services.get(node.name):
+                try:
+                    inputs = stack.enter_context(service(inputs, step_dir))
+                except (OSError, RuntimeError) as exc:
+                    record.error = f"could not start what the step needs: {exc}"
+                    return 1
+                write_json_atomic(step_dir / "inputs.json", inputs)  # what the step really got
+            return self._execute_with_retries(node, record, step_dir)
 
     def _execute_with_retries(self, node: Node, record: StepRecord, step_dir: Path) -> int:
         retries = self.config.local.transient_retries

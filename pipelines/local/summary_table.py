@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.local.records import RunSummary
+from steps.canary.report import HTML_FILE as CANARY_HTML
 from steps.common.storage import join_uri, local_path
 
 _RATES = ("a_rate", "c_rate", "stop_rate", "refusal_rate")
@@ -51,6 +52,11 @@ def _result_lines(outputs: dict[str, dict[str, Any]]) -> list[str]:
     if promote := outputs.get("promote"):
         lines.append(f"registry: version {promote['model_version']} is challenger; champion = version "
                      f"{promote['champion_version'] or 'none'} ({promote['decision']}: {promote['reason']})")
+    if canary := outputs.get("canary"):
+        lines.append(f"canary: {canary['decision']}: {canary['reason']} (champion now: version "
+                     f"{canary['champion_version'] or 'none, the base model'})")
+        if canary["report_uri"].startswith("file://"):
+            lines.append(f"canary report: {local_path(join_uri(canary['report_uri'], CANARY_HTML))}")
     return lines
 
 

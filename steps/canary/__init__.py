@@ -8,6 +8,7 @@ champion it replaced, the baseline. Per the issue:
    local folder (materialised from the version's `eurolora.adapter_uri` tag); on a cluster it adds the
    adapter to the declarative set (ConfigMap) so the replicas' sidecar syncs it from the EU bucket to
    `<replica_adapter_dir>/<name>`, and passes that path. A few smoke requests go to it directly.
+   With no previous champion the baseline is the base model (`base_model_name`), as in the judge step.
 2. Send `traffic_fraction` of the family's traffic to it: locally a weighted route on every replica
    (`POST /v1/routes`), on a cluster the InferenceModelRewrite of the Gateway API Inference Extension.
 3. After every analysis interval compare it with the baseline: error rate and p95 TTFT / end-to-end
@@ -106,7 +107,7 @@ def run(inputs: CanaryInputs) -> CanaryOutputs:
         return CanaryOutputs(decision=state.decision or "", reason=state.reason, report_uri=state.report_uri,
                              champion_version=state.champion_version_after)
     if state is None:
-        state, why = begin_state(registry, inputs.adapter_family, inputs.model_version)
+        state, why = begin_state(registry, inputs.adapter_family, inputs.model_version, settings.base_model_name)
         if state is None:
             return skipped(why)
         state.log("started", f"challenger {state.challenger}, baseline {state.champion or 'none'}")

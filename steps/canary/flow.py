@@ -145,9 +145,9 @@ class Canary:
 
             def add(current: AdapterSet) -> AdapterSet:
                 out = current.with_challenger(st.challenger, uri, st.model_version)
-                if st.champion and all(a.name != st.champion for a in out.adapters):
-                    entry = AdapterEntry(name=st.champion, uri=champ_uri, role="champion",
-                                         version=st.baseline_version or "")
+                if st.baseline_version and all(a.name != st.champion for a in out.adapters):
+                    entry = AdapterEntry(name=st.champion or "", uri=champ_uri, role="champion",
+                                         version=st.baseline_version)
                     out = out.model_copy(update={"adapters": [entry, *out.adapters]})
                 return out
 
@@ -305,7 +305,7 @@ class Canary:
             # The set first: the replicas' sidecars must stop re-loading the loser before it is unloaded
             # (the drain also covers the kubelet's delay in updating the mounted ConfigMap).
             self.change_adapter_set(lambda cur: cur.promoted(st.challenger), f"{st.challenger} is the champion")
-            if st.champion:
+            if st.champion and st.baseline_version:  # an adapter baseline is unloaded; the base model stays
                 self.drain()
                 self.unload_everywhere(st.champion)
             self.registry_after_promotion()
@@ -340,21 +340,25 @@ class Canary:
         self.event("registry", f"version {st.model_version} stays champion; previous={aliases.get(PREVIOUS)}")
 
     def registry_after_rollback(self) -> None:
-        """Under the promotion lock: champion back to the baseline, only if it still is the challenger."""
+        """Under the promotion lock: champion back to the baseline (none when the baseline is the base
+        model), only if it still is the challenger."""
         st = self.state
-        assert st.baseline_version is not None
         lease = LeaseSettings(ttl_s=self.s.lock_ttl_s, wait_s=self.s.lock_wait_s)
         with self.registry.lock(lease, purpose="canary-rollback") as held:
             current = self.registry.alias_version(CHAMPION)
             current_version = current.version if current else None
             if current_version == st.model_version:
                 self.registry.confirm(held)
-                self.registry.set_alias(CHAMPION, st.baseline_version)
-                if self.registry.aliases().get(PREVIOUS) == st.baseline_version:
-                    self.registry.delete_alias(PREVIOUS)  # it would point at the champion itself
-                self.event("registry", f"champion restored: version {st.model_version} -> {st.baseline_version}")
+                if st.baseline_version is None:
+                    self.registry.delete_alias(CHAMPION)
+                else:
+                    self.registry.set_alias(CHAMPION, st.baseline_version)
+                    if self.registry.aliases().get(PREVIOUS) == st.baseline_version:
+                        self.registry.delete_alias(PREVIOUS)  # it would point at the champion itself
+                self.event("registry", f"champion restored: version {st.model_version} -> "
+                                       f"{st.baseline_version or 'none (the base model)'}")
             elif current_version == st.baseline_version:
-                self.event("registry", f"champion already restored to version {st.baseline_version}")
+                self.event("registry", f"champion already restored to version {st.baseline_version or 'none'}")
             else:
                 self.event("registry_note", f"champion is version {current_version}, neither {st.model_version} "
                                             f"nor {st.baseline_version}: left alone (another promotion)")
@@ -365,8 +369,12 @@ class Canary:
             **self._tags("rolled_back")})
 
 
-def begin_state(registry: Registry, family: str, model_version: str) -> tuple[CanaryState | None, str]:
-    """A fresh state from the registry's aliases, or (None, why there is nothing to canary)."""
+def begin_state(registry: Registry, family: str, model_version: str, base_model_name: str = ""
+                ) -> tuple[CanaryState | None, str]:
+    """A fresh state from the registry's aliases, or (None, why there is nothing to canary).
+
+    The baseline is the champion before promote (`previous`); without one, the base model served as
+    `base_model_name` (None when that is "": the first adapter is then served without comparison)."""
     aliases = registry.aliases()
     champion = aliases.get(CHAMPION)
     if champion != model_version:
@@ -376,7 +384,7 @@ def begin_state(registry: Registry, family: str, model_version: str) -> tuple[Ca
     baseline = previous if previous and previous != model_version else None
     state = CanaryState(model_version=model_version, family=family,
                         challenger=adapter_name(family, model_version), baseline_version=baseline,
-                        champion=adapter_name(family, baseline) if baseline else None)
+                        champion=adapter_name(family, baseline) if baseline else (base_model_name or None))
     return state, ""
 
 

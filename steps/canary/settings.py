@@ -132,6 +132,9 @@ class CanarySettings(BaseModel):
     route_strategy: Literal["round_robin", "hash", "random"] = "round_robin"  # local routes only
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     traffic_fraction: float = Field(0.1, gt=0, lt=1)  # share of the family's traffic on the challenger
+    # The base model's served name. With no previous champion the first adapter of a family is canaried
+    # against the base model (as the judge step compares it with the base); "": it is served directly.
+    base_model_name: str = "base"
     analysis_interval_s: float = Field(300.0, gt=0)
     intervals: int = Field(6, ge=1, le=1000)
     smoke_requests: int = Field(2, ge=0, le=100)  # direct requests to each adapter before any traffic moves

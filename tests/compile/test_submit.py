@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from pipelines.argo.client import ArgoClient, ArgoError, normalise_base_url
+from pipelines.local.processes import free_port, server_process
 from tests.compile.conftest import EXAMPLE_CONFIG, REPO_ROOT, cli_argv
 from tests.compile.schemas import swagger_body_definition, swagger_errors, swagger_paths
-from tests.fixtures.processes import free_port, server_process
 
 TOKEN = "s3cr3t-t0ken-value"
 STUB = Path(__file__).parent / "argo_server_stub.py"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.local.processes import free_port, server_process
+from pipelines.local.prometheus_process import PrometheusServer, prometheus_process
 from steps.canary import CanaryInputs, CanaryOutputs, run
 from steps.canary.flow import Canary
 from steps.canary.report import HTML_FILE, JSON_FILE, MD_FILE
@@ -32,8 +34,6 @@ from steps.common.registry import ADAPTER_URI_TAG, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
-from tests.fixtures.processes import free_port, server_process
-from tests.fixtures.prometheus import PrometheusServer, prometheus_process
 from tests.fixtures.serve import ServeServer
 
 INTERVAL_S = 3.0
@@ -298,4 +298,31 @@ def test_a_challenger_that_cannot_be_loaded_is_rolled_back_before_any_traffic(ca
     assert _route(canary_env, world.family) == {f"{world.family}-v1": 1}
     assert f"{world.family}-v2" not in _served(canary_env)
     assert world.registry.aliases().get("champion") == "1"
+    assert _version_tags(world, "2")["eurolora.decision"] == "rejected"
+
+
+def test_first_adapter_is_canaried_against_the_base_model_and_rolled_back_to_it(canary_env: Env,
+                                                                                world_factory) -> None:
+    world = world_factory("canary-fb")
+    world.registry.delete_alias("previous")  # no champion before promote: the base model is the baseline
+    challenger = f"{world.family}-v2"
+    assert canary_env.server.post("/v1/load_lora_adapter",
+                                  {"lora_name": challenger, "lora_path": world.paths["2"]}).status_code == 200
+    fault = canary_env.server.post("/v1/faults", {"model": challenger, "error_rate": 1.0, "seed": 1})
+    assert fault.status_code == 200, fault.text
+
+    outputs = run(_inputs(world, _settings(canary_env, intervals=3, smoke_requests=0), canary_env))
+
+    assert outputs.decision == "rolled_back" and "SLO breach in interval 1" in outputs.reason, outputs
+    report = _report(outputs)
+    assert (report["champion"], report["baseline_version"]) == ("base", None)
+    assert "error_rate" in {c["name"] for c in report["intervals"][0]["checks"] if c["status"] == "breach"}
+    assert report["intervals"][0]["champion"]["requests"] >= 2  # the base model's own series in Prometheus
+    # Serving: the family's traffic back on the base model, which stays loaded; the adapter is gone.
+    assert _route(canary_env, world.family) == {"base": 1}
+    served = _served(canary_env)
+    assert "base" in served and challenger not in served
+    # Registry: no champion any more (there was none before promote), the version rejected with the reason.
+    assert world.registry.aliases() == {}
+    assert outputs.champion_version == ""
     assert _version_tags(world, "2")["eurolora.decision"] == "rejected"

@@ -11,7 +11,6 @@ from steps.common.engines.base import GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.residency import ResidencyPolicy
 
-
 SCHEMA = {
     "type": "object",
     "properties": {

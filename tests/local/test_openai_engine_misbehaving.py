@@ -5,12 +5,12 @@ import time
 
 import pytest
 
+from pipelines.local.processes import free_port
 from steps.common.contract import TransientError
 from steps.common.engines.base import GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.residency import ResidencyPolicy
 from tests.fixtures.llm_servers import MisbehavingServer
-from tests.fixtures.processes import free_port
 
 
 def _engine(base_url: str, **overrides: object) -> OpenAIEngine:

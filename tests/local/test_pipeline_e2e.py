@@ -6,7 +6,6 @@ resuming after a SIGKILL."""
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,13 @@ TINY = [
     "--set", "finetune.max_steps=2", "--set", "finetune.batch_size=2",
     "--set", "judge.max_items=4", "--set", "judge.max_new_tokens=24", "--set", "judge.judge_max_new_tokens=64",
     "--set", "judge.gate.bootstrap_samples=200",
+    # A gate that passes whatever two training steps produce, so promote moves the champion and the canary
+    # runs against the `eurolora serve` and Prometheus the runner starts (the gate itself is unit-tested).
+    "--set", "judge.gate.min_items=1", "--set", "judge.gate.min_stop_rate=0", "--set", "judge.gate.min_refusal_rate=0",
+    "--set", "judge.gate.a_rate_tolerance=1", "--set", "judge.gate.c_rate_tolerance=1",
+    "--set", "canary.analysis_interval_s=4", "--set", "canary.intervals=1", "--set", "canary.drain_s=0.5",
+    "--set", "canary.load.requests_per_interval=8", "--set", "canary.slo.min_samples=2",
+    "--set", "canary.shadow.size=2", "--set", "canary.shadow.min_items=2", "--set", "canary.shadow.max_new_tokens=16",
 ]
 # Planted: none of these may appear in any file the run writes.
 SECRETS = {
@@ -33,12 +39,14 @@ SECRETS = {
 
 
 def _offline_prefix() -> list[str]:
-    """`unshare -n`: a fresh network namespace whose only interface (lo) is down."""
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    """`unshare -n`: a fresh network namespace whose only interface is loopback (the canary's local
+    server and Prometheus listen on 127.0.0.1): nothing beyond this machine can be reached."""
+    prefix = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "offline"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.fail(f"unshare -n is not permitted here ({probe.stderr.decode().strip()}); "
                     "the offline proof needs CAP_SYS_ADMIN (root in CI)")
-    return ["unshare", "-n"]
+    return prefix
 
 
 def _eurolora(args: list[str], cwd: Path, offline: bool = False, **kw: object) -> subprocess.CompletedProcess:
@@ -65,17 +73,47 @@ def offline_run(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Pa
 def test_full_pipeline_runs_offline(offline_run: dict) -> None:
     summary = offline_run["summary"]
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
-    canary = statuses.pop("canary")
     assert statuses == {name: "succeeded" for name in
-                        ("ingest", "generate_qa", "check_dataset", "finetune", "judge", "promote")}
-    assert canary in ("succeeded", "skipped")  # runs only when promote moved the champion
-    promote = next(s for s in summary["steps"] if s["name"] == "promote")["outputs"]
-    assert promote["model_version"] == "1" and promote["decision"] in ("promoted", "rejected")
-    judge = next(s for s in summary["steps"] if s["name"] == "judge")["outputs"]
-    report = Path(judge["report_uri"].removeprefix("file://")) / "report.html"
+                        ("ingest", "generate_qa", "check_dataset", "finetune", "judge", "promote", "canary")}
+    outputs = {s["name"]: s["outputs"] for s in summary["steps"]}
+    assert outputs["promote"]["model_version"] == "1" and outputs["promote"]["decision"] == "promoted"
+    report = Path(outputs["judge"]["report_uri"].removeprefix("file://")) / "report.html"
     assert report.is_file() and "<svg" in report.read_text()
-    for expected in ("training loss:", "gate:", "registry: version 1", "held-out evaluation"):
+    for expected in ("training loss:", "gate:", "registry: version 1", "held-out evaluation", "canary:"):
         assert expected in offline_run["stdout"]
+
+
+@pytest.mark.slow
+def test_canary_ran_against_the_local_server_and_prometheus(offline_run: dict) -> None:
+    canary_dir = offline_run["run_dir"] / "steps" / "canary"
+    canary = next(s for s in offline_run["summary"]["steps"] if s["name"] == "canary")["outputs"]
+    report = json.loads((Path(canary["report_uri"].removeprefix("file://")) / "canary_report.json").read_text())
+    # The first adapter of the family is compared with the base model, on the server the runner started.
+    assert (report["challenger"], report["champion"]) == ("handbook-v1", "base")
+    inputs = json.loads((canary_dir / "inputs.json").read_text())["settings"]
+    assert inputs["replicas"][0].startswith("http://127.0.0.1:") and inputs["metrics"]["prometheus_url"].startswith(
+        "http://127.0.0.1:")
+    [interval] = report["intervals"]
+    assert interval["challenger"]["requests"] >= 2 and interval["champion"]["requests"] >= 2  # read from Prometheus
+    # The decision stands in the registry: champion kept (promoted) or removed again (rolled back).
+    assert canary["decision"] in ("promoted", "rolled_back")
+    assert canary["champion_version"] == ("1" if canary["decision"] == "promoted" else "")
+    assert f"canary: {canary['decision']}" in offline_run["stdout"]
+    # Both processes were stopped with the step (they ran in the offline namespace: look for them by argv).
+    serve_port = inputs["replicas"][0].removeprefix("http://127.0.0.1:").removesuffix("/v1")
+    assert (canary_dir / "serve.log").is_file() and (canary_dir / "prometheus" / "prometheus.yml").is_file()
+    left = [argv for argv in _command_lines() if str(canary_dir) in argv or f"pipelines.cli serve --host 127.0.0.1 --port {serve_port} " in argv]
+    assert left == []
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass  # the process ended while we looked
+    return lines
 
 
 @pytest.mark.slow
@@ -121,7 +159,6 @@ def test_second_identical_run_is_served_from_cache(offline_run: dict) -> None:
     runs = sorted((offline_run["work"] / "runs").glob("2*"))
     summary = json.loads((runs[-1] / "summary.json").read_text())
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
-    assert statuses.pop("canary") in ("cached", "skipped")  # skipped unless promote moved the champion
     assert set(statuses.values()) == {"cached"}
     assert elapsed < offline_run["elapsed"] * 0.25  # the benchmark reports the real ratio
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.local.prometheus_process import PrometheusServer, prometheus_process
 from steps.canary.prometheus import PrometheusClient, WindowMetrics
 from steps.canary.settings import MetricsSettings
 from steps.common.residency import ResidencyPolicy
-from tests.fixtures.prometheus import PrometheusServer, prometheus_process
 from tests.fixtures.serve import ServeServer
 
 NAME = "prom-scrape-v1"

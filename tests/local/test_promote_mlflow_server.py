@@ -9,15 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.local.processes import free_port
 from steps.common.contract import RuntimeContext, TransientError
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings
 from steps.promote import run
 from tests.fixtures.mlflow import (
-    MlflowServer, db_aliases, db_versions, make_finetune_run, mlflow_client, promote_inputs, publish_adapter,
+    MlflowServer,
+    db_aliases,
+    db_versions,
+    make_finetune_run,
+    mlflow_client,
+    promote_inputs,
+    publish_adapter,
     publish_report,
 )
-from tests.fixtures.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

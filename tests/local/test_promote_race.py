@@ -15,8 +15,15 @@ from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings
 from tests.fixtures.mlflow import (
-    MlflowServer, db_aliases, db_model_exists, make_finetune_run, mlflow_client, promote_inputs,
-    publish_adapter, publish_report, race_worker,
+    MlflowServer,
+    db_aliases,
+    db_model_exists,
+    make_finetune_run,
+    mlflow_client,
+    promote_inputs,
+    publish_adapter,
+    publish_report,
+    race_worker,
 )
 
 ROUNDS = 5

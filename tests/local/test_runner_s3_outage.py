@@ -9,8 +9,8 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.local.display import LineDisplay
+from pipelines.local.processes import free_port, server_process
 from pipelines.local.runner import LocalRunner, StepFailed
-from tests.fixtures.processes import free_port, server_process
 from tests.unit.test_local_runner import TOY
 
 

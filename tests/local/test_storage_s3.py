@@ -7,7 +7,11 @@ import pytest
 
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.storage import (
-    ArtifactNotFound, ArtifactStore, CorruptArtifact, S3Settings, StorageSettings,
+    ArtifactNotFound,
+    ArtifactStore,
+    CorruptArtifact,
+    S3Settings,
+    StorageSettings,
 )
 
 
@@ -79,7 +83,7 @@ def test_non_eu_endpoint_refused_before_any_call(tmp_path: Path) -> None:
 
 
 def test_s3_outage_becomes_transient_error_after_bounded_retries(tmp_path: Path, s3_env: None) -> None:
-    from tests.fixtures.processes import free_port
+    from pipelines.local.processes import free_port
     from steps.common.errors import TransientError
 
     settings = StorageSettings(

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pipelines.local.processes import free_port
 from steps.common.backup import (
     BACKUP_ERROR_TAG,
     BACKUP_TAG,
@@ -34,7 +35,6 @@ from tests.fixtures.mlflow import (
     publish_adapter,
     publish_report,
 )
-from tests.fixtures.processes import free_port
 
 
 @pytest.fixture

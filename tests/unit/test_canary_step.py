@@ -68,11 +68,13 @@ def test_champion_moved_since_promote_is_skipped(context: RuntimeContext, regist
 
 def test_begin_state_takes_previous_as_the_baseline(registry: Registry) -> None:
     registry.set_alias("champion", "2")
-    state, _ = begin_state(registry, "handbook", "2")
+    state, _ = begin_state(registry, "handbook", "2", base_model_name="base")
     assert state is not None and (state.challenger, state.baseline_version, state.champion) == (
-        "handbook-v2", None, None)  # no previous: the first adapter, served without comparison
+        "handbook-v2", None, "base")  # no previous: the first adapter is compared with the base model
+    state, _ = begin_state(registry, "handbook", "2", base_model_name="")
+    assert state is not None and state.champion is None  # ... or served without comparison
     registry.set_alias("previous", "1")
-    state, _ = begin_state(registry, "handbook", "2")
+    state, _ = begin_state(registry, "handbook", "2", base_model_name="base")
     assert state is not None and (state.baseline_version, state.champion) == ("1", "handbook-v1")
 
 

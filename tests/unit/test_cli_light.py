@@ -30,5 +30,5 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 
 
 def test_every_command_is_registered() -> None:
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert {"run", "compile", "submit", "status", "logs", "serve", "restore"} <= commands

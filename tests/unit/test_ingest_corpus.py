@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from steps.common.language import LanguageDetector
 from steps.common.progress import Progress
 from steps.ingest.chunking import TokenCounter
 from steps.ingest.corpus import CorpusIngester, IngestResult
-from steps.common.language import LanguageDetector
 from steps.ingest.quarantine import Reason
 from steps.ingest.settings import IngestSettings
 from steps.ingest.tokens import load_token_counter

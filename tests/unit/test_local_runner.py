@@ -1,6 +1,8 @@
 """The local runner on a toy pipeline: real subprocesses, real artifact store, real cache."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from pipelines.config import load_config
 from pipelines.local.display import LineDisplay
 from pipelines.local.runner import LocalRunner, StepFailed
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline, When
+from steps.common.storage import local_path
 
 TOY = Pipeline((
     Node("count", "tests.toy_steps.count", "cpu", {
@@ -114,3 +117,32 @@ def test_steps_downstream_of_a_skipped_step_are_skipped(workdir: Path) -> None:
 def test_until_runs_only_the_needed_steps(workdir: Path) -> None:
     summary = _runner(workdir).run(until="summarise")
     assert [s.name for s in summary.steps] == ["count", "summarise"]
+
+
+def test_a_step_service_runs_beside_the_step_and_stops_after(workdir: Path) -> None:
+    events: list[str] = []
+
+    @contextmanager
+    def service(inputs: dict, step_dir: Path) -> Iterator[dict]:
+        events.append(f"start {step_dir.name}")
+        yield {**inputs, "label": "from-service"}  # e.g. the URL of a server started for the step
+        events.append("stop")
+
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    summary = LocalRunner(config, TOY, LineDisplay(), services={"count": service}).run(until="count")
+    [count] = summary.steps
+    assert count.status == "succeeded" and events == ["start count", "stop"]
+    step_dir = Path(summary.run_dir) / "steps" / "count"
+    assert json.loads((step_dir / "inputs.json").read_text())["label"] == "from-service"  # what the step got
+    assert (local_path(count.outputs["counts_uri"]) / "count.txt").read_text() == "from-service:3"
+
+
+def test_a_service_that_cannot_start_fails_its_step_with_the_reason(workdir: Path) -> None:
+    @contextmanager
+    def broken(inputs: dict, step_dir: Path) -> Iterator[dict]:
+        raise RuntimeError("prometheus not healthy after 60s")
+        yield inputs
+
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    with pytest.raises(StepFailed, match="could not start what the step needs: prometheus not healthy"):
+        LocalRunner(config, TOY, LineDisplay(), services={"summarise": broken}).run()

@@ -11,7 +11,11 @@ from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings
 from steps.promote import PromoteOutputs, flatten_numbers, run
 from tests.fixtures.mlflow import (
-    make_finetune_run, mlflow_client, promote_inputs, publish_adapter, publish_report,
+    make_finetune_run,
+    mlflow_client,
+    promote_inputs,
+    publish_adapter,
+    publish_report,
 )
 
 

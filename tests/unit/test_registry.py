@@ -8,7 +8,11 @@ import pytest
 
 from steps.common.contract import TransientError
 from steps.common.registry import (
-    LOCK_EXPIRES_TAG, LOCK_OWNER_TAG, LeaseLost, LeaseSettings, Registry,
+    LOCK_EXPIRES_TAG,
+    LOCK_OWNER_TAG,
+    LeaseLost,
+    LeaseSettings,
+    Registry,
 )
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
@@ -152,7 +156,7 @@ def test_http_settings_are_scoped_to_each_call(mlflow_sqlite_uri: str, mlflow_mo
 
 
 def test_closed_port_is_transient_and_fast(mlflow_model: str) -> None:
-    from tests.fixtures.processes import free_port
+    from pipelines.local.processes import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"
     settings = RegistrySettings(tracking_uri=closed, model_name=mlflow_model, timeout_s=2)

@@ -5,7 +5,11 @@ import pytest
 
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import (
-    MANIFEST_NAME, ArtifactNotFound, ArtifactStore, CorruptArtifact, StorageSettings,
+    MANIFEST_NAME,
+    ArtifactNotFound,
+    ArtifactStore,
+    CorruptArtifact,
+    StorageSettings,
 )
 
 
