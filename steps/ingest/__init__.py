@@ -52,11 +52,11 @@ class IngestOutputs(Output):
 
 
 def run(inputs: IngestInputs) -> IngestOutputs:
+    from steps.common.language import LanguageDetector
     from steps.common.models import resolve_model_dir
     from steps.common.progress import Progress
     from steps.ingest.artifact import write_artifact
     from steps.ingest.corpus import CorpusIngester
-    from steps.common.language import LanguageDetector
     from steps.ingest.tokens import load_token_counter
 
     started = time.monotonic()

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steps.common.language import LanguageDetector
 from steps.common.progress import Progress
 from steps.ingest.chunking import TokenCounter, chunk_text
 from steps.ingest.dedup import Deduplicator, sha256_text
-from steps.common.language import LanguageDetector
 from steps.ingest.normalize import normalize_text
 from steps.ingest.pii import redact_pii
 from steps.ingest.quarantine import QuarantineRecord, Reason, Rejected
