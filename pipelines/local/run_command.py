@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", type=Path, help="directory of this run (default: RUNS_DIR/RUN_ID)")
     parser.add_argument("--until", metavar="STEP", help="stop after this step (e.g. ingest)")
     parser.add_argument("--resume", metavar="RUN_ID", help="re-run only what failed or changed in RUN_ID")
-    parser.add_argument("--no-cache", action="store_true", help="run every step even if cached")
+    parser.add_argument("--no-cache", action="store_true", help="run every step even if cached (their fresh outputs still refresh the cache)")
     parser.set_defaults(handler=handle)
 
 

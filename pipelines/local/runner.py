@@ -93,7 +93,10 @@ class LocalRunner:
         inputs = self._resolve_inputs(node, summary, context)
         write_json_atomic(step_dir / "inputs.json", inputs)
         try:
-            hit = self._cache_lookup(node, record, inputs, cache) if self.use_cache else None
+            # Keyed even with the cache off: `--no-cache` skips reading the cache, and the fresh outputs
+            # still refresh it for the next run (as Argo's memoization writes after a miss).
+            record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
+            hit = cache.lookup(node.name, record.cache_key) if self.use_cache else None
         except TransientError as exc:  # the artifact store is down: digests cannot be read
             record.status, record.error = "failed", str(exc)
             self.display.step_finished(record)
@@ -120,12 +123,6 @@ class LocalRunner:
         write_json_atomic(step_dir / "timing.json", {"duration_s": record.duration_s,
                                                      "attempts": record.attempts})
         self.display.step_finished(record)
-
-    @staticmethod
-    def _cache_lookup(node: Node, record: StepRecord, inputs: dict[str, Any], cache: StepCache
-                      ) -> tuple[dict[str, Any], str] | None:
-        record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
-        return cache.lookup(node.name, record.cache_key)
 
     def _execute_with_service(self, node: Node, record: StepRecord, step_dir: Path, inputs: dict[str, Any]
                               ) -> int:

@@ -146,3 +146,13 @@ def test_a_service_that_cannot_start_fails_its_step_with_the_reason(workdir: Pat
     config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
     with pytest.raises(StepFailed, match="could not start what the step needs: prometheus not healthy"):
         LocalRunner(config, TOY, LineDisplay(), services={"summarise": broken}).run()
+
+
+def test_no_cache_runs_every_step_and_still_fills_the_cache(workdir: Path) -> None:
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    _runner(workdir).run()
+    fresh = LocalRunner(config, TOY, LineDisplay(), use_cache=False).run()
+    assert [s.status for s in fresh.steps] == ["succeeded"] * 3
+    again = _runner(workdir).run()
+    assert [s.status for s in again.steps] == ["cached"] * 3
+    assert {s.reused_from_run for s in again.steps} == {fresh.run_id}  # the newest outputs win
