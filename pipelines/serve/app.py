@@ -408,7 +408,8 @@ def _observe(s: _State, model: str, job: Job, result: GenerationResult, prompt_t
     m.generation_tokens.labels(model).inc(result.completion_tokens)
     m.request_prompt_tokens.labels(model).observe(prompt_tokens)
     m.request_generation_tokens.labels(model).observe(result.completion_tokens)
-    m.ttft.labels(model).observe(job.finished - arrived)  # no token streaming: first token == last
+    first_token = result.first_token_at or job.finished  # when the batch's prefill produced its first token
+    m.ttft.labels(model).observe(first_token - arrived)
     m.e2e.labels(model).observe(now - arrived)
     m.queue_time.labels(model).observe(job.started - job.enqueued)
     m.inference_time.labels(model).observe(job.finished - job.started)

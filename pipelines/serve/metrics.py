@@ -6,8 +6,9 @@ challenger with the champion by label. vLLM labels every request with the base m
 and reports adapters only in `vllm:lora_requests_info`; a canary against real vLLM must measure
 per-adapter latency and errors on the client side.
 
-`vllm:time_to_first_token_seconds` is honest but coarse here: the engine has no token streaming, so
-the first token reaches the client together with the last one (TTFT == completion time).
+`vllm:time_to_first_token_seconds` is measured where vLLM measures it, when the engine produced the
+request's first token (after its batch's prefill). A streaming client still receives the text when the
+batch finishes: the engine generates a batch in one call and streams nothing in between.
 
 Extensions not in vLLM: `eurolora_request_errors_total{model_name,status,code}` (every error answer of
 /v1/chat/completions, injected faults included; `model_name=""` when the model was unknown) and

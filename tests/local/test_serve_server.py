@@ -252,6 +252,19 @@ def test_fault_injection_hits_one_adapter_only(eurolora_server: ServeServer,
     assert eurolora_server.chat("base", "Hi", max_tokens=1).status_code == 200
 
 
+def test_time_to_first_token_is_measured_at_the_first_token(eurolora_server: ServeServer) -> None:
+    before = _metrics(eurolora_server)
+    body = _ok(eurolora_server.chat("base", "Write a long story about a lighthouse.", max_tokens=48))
+    after = _metrics(eurolora_server)
+    assert body["usage"]["completion_tokens"] >= 24  # many decoding steps after the first token
+    ttft = _sample(after, "vllm:time_to_first_token_seconds_sum", model_name="base") - _sample(
+        before, "vllm:time_to_first_token_seconds_sum", model_name="base")
+    e2e = _sample(after, "vllm:e2e_request_latency_seconds_sum", model_name="base") - _sample(
+        before, "vllm:e2e_request_latency_seconds_sum", model_name="base")
+    # One prefill and one step against dozens of steps: the first token comes well before the last.
+    assert 0 < ttft < e2e / 3, (ttft, e2e)
+
+
 def test_metrics_use_vllm_names_and_increment(eurolora_server: ServeServer) -> None:
     before = _metrics(eurolora_server)
     bodies = [_ok(eurolora_server.chat("base", "Hi", max_tokens=2)) for _ in range(3)]

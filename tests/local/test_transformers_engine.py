@@ -1,6 +1,7 @@
 """The transformers engine on the real embedded model: batching, constrained JSON, adapters, bad requests."""
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,16 @@ def test_batched_greedy_output_equals_one_at_a_time(engine: TransformersEngine,
         assert result.finish_reason in ("stop", "length")
         assert 1 <= result.completion_tokens <= 12
         assert (result.finish_reason == "length") == (result.completion_tokens == 12)
+
+
+def test_the_first_token_time_is_recorded_per_batch(engine: TransformersEngine) -> None:
+    started = time.perf_counter()
+    results = engine.generate([ask(prompt) for prompt in PROMPTS[:2]])
+    finished = time.perf_counter()
+    first = {r.first_token_at for r in results}
+    assert len(first) == 1  # one batch: the same prefill gave every row its first token
+    [at] = first
+    assert at is not None and started < at < finished
 
 
 def test_mixed_batch_of_schemas_and_free_text(engine: TransformersEngine, alone: list[GenerationResult]) -> None:

@@ -47,6 +47,9 @@ class GenerationResult(BaseModel):
     finish_reason: Literal["stop", "length", "error"]
     completion_tokens: int = 0
     error: str | None = None  # why, when finish_reason == "error" (the request is kept, not dropped)
+    # time.perf_counter() when the request's first token was generated, where the engine sees it
+    # (in a batch: after the prefill of the whole batch); None when unknown.
+    first_token_at: float | None = None
 
 
 class Engine(Protocol):

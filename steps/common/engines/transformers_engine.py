@@ -170,9 +170,10 @@ class TransformersEngine:
             grammars = [self._grammar(r.json_schema) for r in requests if r.json_schema is not None]
             kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(grammars)]
 
+        clock = _FirstTokenClock()
         with self._adapter_scope(adapter), torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        return [self._result(row[width:].tolist(), request.max_new_tokens)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, streamer=clock, **kwargs)
+        return [self._result(row[width:].tolist(), request.max_new_tokens, clock.first_token_at)
                 for row, request in zip(output, requests)]
 
     def _adapter_scope(self, adapter: str | None) -> Any:
@@ -184,7 +185,7 @@ class TransformersEngine:
             return contextlib.nullcontext()
         return self.model.disable_adapter() if self._adapters else contextlib.nullcontext()
 
-    def _result(self, tokens: list[int], max_new_tokens: int) -> GenerationResult:
+    def _result(self, tokens: list[int], max_new_tokens: int, first_token_at: float | None) -> GenerationResult:
         # A shorter request in a longer batch is cut at its own budget.
         tokens = tokens[:max_new_tokens]
         stop = next((i for i, token in enumerate(tokens) if token in self.eos_ids), None)
@@ -193,7 +194,25 @@ class TransformersEngine:
             text=self.tokenizer.decode(kept, skip_special_tokens=True),
             finish_reason="length" if stop is None else "stop",
             completion_tokens=len(kept) + (stop is not None),
+            first_token_at=first_token_at,
         )
+
+
+class _FirstTokenClock:
+    """A `generate(streamer=...)` that only notes when the first new tokens exist: `put` is called with
+    the prompt first, then with one token per row after each decoding step (the first after prefill)."""
+
+    def __init__(self) -> None:
+        self._puts = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        self._puts += 1
+        if self._puts == 2:
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
 
 
 def _error(exc: Exception) -> GenerationResult:
