@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from steps.judge.report import render_report
-from tests.unit.test_report import INJECTED, sample_report
+from tests.fixtures.report_data import INJECTED, sample_report
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL = "apt-get update && apt-get install -y chromium"

@@ -3,48 +3,8 @@
 import re
 from html import escape
 
-from steps.judge.checks import AnswerChecks
-from steps.judge.records import AnswerRecord, EvalMetrics, ItemRecord, measure
 from steps.judge.report import render_report
-from steps.judge.settings import GateSettings
-from steps.judge.verdicts import Role, Verdict
-
-INJECTED = "<script>alert(1)</script><img src=x onerror=alert(2)>"
-UNUSABLE = Verdict(grade=None, error="judge output is not JSON (Expecting value)")
-SETTINGS = GateSettings(min_items=10, bootstrap_samples=500, min_stop_rate=0.8, min_refusal_rate=0.5)
-
-
-def _answer(text: str, grade: str, role: Role, stopped: bool, refused: bool, answerable: bool,
-            language_ok: bool, length_ok: bool, verdict: Verdict | None = None) -> AnswerRecord:
-    verdict = verdict or Verdict(grade=grade, rationale=f"graded {grade} <b>because</b>")
-    checks = AnswerChecks(stopped=stopped, refused=refused, refusal_ok=refused != answerable,
-                          language_ok=language_ok, detected_language="en", length_ok=length_ok)
-    return AnswerRecord(text=text, finish_reason="stop" if stopped else "length", completion_tokens=12,
-                        checks=checks, verdict=verdict, grade=verdict.counted_as(role))
-
-
-def sample_report(items: int = 30) -> tuple[EvalMetrics, list[ItemRecord]]:
-    """Varied outcomes (every rate strictly between 0 and 1), an injected answer among the wins and an
-    unusable candidate verdict among the losses. Also used by tests/local/test_report_chromium.py."""
-    records = []
-    for i in range(items):
-        answerable = i % 5 != 0
-        candidate = _answer(
-            INJECTED if i == 1 else f"candidate answer {i} & more", "AABAC"[i % 5], "candidate",
-            stopped=i % 10 != 9, refused=(not answerable and i != 25) or i == 7, answerable=answerable,
-            language_ok=i != 3, length_ok=i != 11,
-            verdict=UNUSABLE if i == 2 else None)
-        champion = _answer(
-            f"champion answer {i}", "C" if i == 1 else "ABCAA"[(2 * i) % 5], "champion",
-            stopped=i % 5 != 4, refused=not answerable and i % 10 == 0, answerable=answerable,
-            language_ok=i % 7 != 0, length_ok=i % 9 != 0)
-        records.append(ItemRecord(
-            index=i, question=f'Question {i}: what does "<i>clause</i>" & rule say?', reference="Reference.",
-            type="factual", language="en", answerable=answerable, doc_id="d", chunk_id=f"c{i}",
-            candidate=candidate, champion=champion,
-            preference=("candidate", "tie", "champion")[i % 3]))
-    metrics = measure(records, "3", SETTINGS, {"generation": 1.0, "judging": 2.0})
-    return metrics, records
+from tests.fixtures.report_data import INJECTED, sample_report
 
 
 def test_model_text_is_escaped_and_nothing_executes() -> None:
