@@ -1,6 +1,7 @@
 """`eurolora run`: the whole pipeline on this machine."""
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def handle(args: argparse.Namespace) -> int:
             return 2
     services = {"canary": partial(canary_serving, config)} if serving else {}
     runner = LocalRunner(config, pipeline, default_display(), use_cache=not args.no_cache, services=services)
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: the running step and any local servers are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
         summary = runner.run(run_dir=args.run_dir, until=args.until, resume=args.resume)
     except StepFailed as exc:
@@ -62,5 +65,9 @@ def handle(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"eurolora: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("eurolora: interrupted; the running step was stopped (eurolora run --resume RUN_ID goes on)",
+              file=sys.stderr)
+        return 130
     print_summary(summary)
     return 0
