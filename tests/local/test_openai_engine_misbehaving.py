@@ -88,7 +88,7 @@ def test_concurrency_is_bounded(server: MisbehavingServer) -> None:
         results = engine.generate(requests)
     assert [r.text for r in results] == [f"echo:m{i}" for i in range(20)]
     stats = server.stats()
-    assert stats["max_inflight"] == 4
+    assert stats["max_gathered"] == 4
     assert stats["total"] == 20  # no request timed out and was retried
 
 

@@ -8,7 +8,7 @@ attempt counters of stateful modes apart. Modes:
 
     ok            200, content "echo:<last message content>", finish_reason "stop"
     length        200, finish_reason "length"
-    gather<N>     holds the request until N requests are in flight at once (at most 10 s), then ok:
+    gather<N>     holds the request until N gather requests are in flight at once (at most 10 s), then ok:
                   measures a client's concurrency without depending on how fast this machine is
     json          200, content '{"answer": "yes", "score": 3}' (the request body is recorded)
     500           500 always (vLLM-style error body)
@@ -45,7 +45,10 @@ STATE: dict = {}
 def reset() -> None:
     with STATE_LOCK:
         STATE.clear()
-        STATE.update(inflight=0, max_inflight=0, attempts={}, auth={}, bodies={}, total=0)
+        # `gathered` counts only gather-mode requests: a reset cannot zero `inflight` while an earlier test's
+        # hanging request is still being served (its late decrement would undercount the next test).
+        STATE.update(inflight=0, max_inflight=0, gathered=0, max_gathered=0, attempts={}, auth={}, bodies={},
+                     total=0)
 
 
 def completion(model: str, content: str | None, finish: str = "stop") -> dict:
@@ -98,7 +101,6 @@ class Handler(BaseHTTPRequestHandler):
             STATE["inflight"] += 1
             STATE["total"] += 1
             STATE["max_inflight"] = max(STATE["max_inflight"], STATE["inflight"])
-            STATE_LOCK.notify_all()
             attempt = STATE["attempts"][model] = STATE["attempts"].get(model, 0) + 1
             STATE["auth"][model] = self.headers.get("Authorization")
             STATE["bodies"][model] = body
@@ -120,8 +122,15 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, completion(model, "cut sh", "length"))
         if m := re.fullmatch(r"gather(\d+)", mode):
             with STATE_LOCK:
-                STATE_LOCK.wait_for(lambda: STATE["inflight"] >= int(m[1]), timeout=10)
-            return self._json(200, ok)
+                STATE["gathered"] += 1
+                STATE["max_gathered"] = max(STATE["max_gathered"], STATE["gathered"])
+                STATE_LOCK.notify_all()
+                STATE_LOCK.wait_for(lambda: STATE["gathered"] >= int(m[1]), timeout=10)
+            try:
+                return self._json(200, ok)
+            finally:
+                with STATE_LOCK:
+                    STATE["gathered"] -= 1
         if mode == "json":
             return self._json(200, completion(model, '{"answer": "yes", "score": 3}'))
         if mode == "500":
