@@ -20,7 +20,7 @@ from pipelines.code_version import pipeline_code_version, step_code_version
 from pipelines.config import PipelineConfig
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.display import RunDisplay
-from pipelines.local.processes import stop_process_group
+from pipelines.local.processes import process_in_own_session
 from pipelines.local.records import RunSummary, StepRecord, write_json_atomic
 from pipelines.spec import FromConfig, FromStep, Node, Pipeline
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext, TransientError
@@ -161,9 +161,8 @@ class LocalRunner:
         with log_path.open("ab") as log:
             log.write(f"--- attempt {record.attempts} ---\n".encode())
             log.flush()
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-            try:
+            # When the runner is stopped (Ctrl-C, SIGTERM), the block's end stops the step: no orphan runs on.
+            with process_in_own_session(argv, stdout=log, stderr=subprocess.STDOUT, env=env) as proc:
                 while proc.poll() is None:
                     self._report_progress(node.name, progress_path)
                     if time.monotonic() > deadline:
@@ -172,10 +171,6 @@ class LocalRunner:
                         record.error = f"timed out after {self.config.local.step_timeout_s:.0f}s"
                         return 1
                     time.sleep(0.5)
-            finally:
-                # The step runs in a session of its own (so a terminal's Ctrl-C reaches only the runner):
-                # when the runner is stopped, it stops the step rather than leave it running orphaned.
-                stop_process_group(proc)
         self._report_progress(node.name, progress_path)
         return proc.returncode
 
