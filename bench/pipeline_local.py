@@ -16,11 +16,11 @@ from pathlib import Path
 def _run(work: Path, extra: list[str]) -> tuple[float, dict[str, dict]]:
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *extra], cwd=work,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False, timeout=3600)
     wall = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"run failed:\n{result.stderr[-3000:]}")
-    newest = sorted((work / "runs").glob("2*/summary.json"))[-1]
+    newest = max((work / "runs").glob("2*/summary.json"))
     steps = {s["name"]: s for s in json.loads(newest.read_text())["steps"]}
     return wall, steps
 

@@ -43,7 +43,7 @@ def _offline_prefix() -> list[str]:
     """`unshare -n`: a fresh network namespace whose only interface is loopback (the canary's local
     server and Prometheus listen on 127.0.0.1): nothing beyond this machine can be reached."""
     prefix = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "offline"]
-    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False, timeout=30)
     if probe.returncode != 0:
         pytest.fail(f"unshare -n is not permitted here ({probe.stderr.decode().strip()}); "
                     "the offline proof needs CAP_SYS_ADMIN (root in CI)")
@@ -54,7 +54,7 @@ def _eurolora(args: list[str], cwd: Path, offline: bool = False, **kw: object) -
     env = {**os.environ, **SECRETS, "EUROLORA_CACHE_DIR": os.environ.get("EUROLORA_CACHE_DIR", "")}
     env = {k: v for k, v in env.items() if v}
     argv = [*(_offline_prefix() if offline else []), sys.executable, "-m", "pipelines.cli", *args]
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800, **kw)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=1800, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -191,13 +191,14 @@ def test_sigkill_while_writing_outputs_then_resume(tmp_path: Path, embedded_mode
     else:
         assert not artifact.exists()  # staged under a hidden name, renamed into place only when complete
     resumed = subprocess.run([*argv, "--resume", run_dir.name], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=600)
+                             check=False, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     digest = summary["steps"][0]["outputs"]["chunks_digest"]
     clean = tmp_path / "clean"
     clean.mkdir()
-    fresh = subprocess.run([*argv, "--no-cache"], cwd=clean, capture_output=True, text=True, timeout=600)
+    fresh = subprocess.run([*argv, "--no-cache"], cwd=clean, capture_output=True, text=True, check=False,
+                           timeout=600)
     assert fresh.returncode == 0
     fresh_summary = json.loads(next((clean / "runs").glob("2*/summary.json")).read_text())
     assert fresh_summary["steps"][0]["outputs"]["chunks_digest"] == digest

@@ -42,9 +42,8 @@ def test_sigterm_while_popen_runs_still_stops_the_child(monkeypatch: pytest.Monk
         return proc
 
     monkeypatch.setattr(processes.subprocess, "Popen", popen_then_signalled)
-    with pytest.raises(SystemExit) as stopped:
-        with process_in_own_session(SLEEPER):
-            pytest.fail("the block must not start once the runner was told to stop")
+    with pytest.raises(SystemExit) as stopped, process_in_own_session(SLEEPER):
+        pytest.fail("the block must not start once the runner was told to stop")
     assert stopped.value.code == 128 + signal.SIGTERM
     assert started and not _alive(started[0].pid), "the child outlived the signal that stopped its parent"
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # our handler is back in place

@@ -10,7 +10,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     # PATH without Prometheus: only the interpreter's own directory.
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, check=False, timeout=120)
 
 
 def test_missing_prometheus_is_refused_before_any_step_runs(tmp_path: Path) -> None:
