@@ -182,7 +182,7 @@ def test_rollback_within_one_interval_on_injected_latency_and_errors(canary_env:
                                                   "seed": 1})
     assert fault.status_code == 200, fault.text
 
-    settings = _settings(canary_env, intervals=4, smoke_requests=0)
+    settings = _settings(canary_env, intervals=6, smoke_requests=0)  # a run that is not aborted lasts 18 s+
     started = time.monotonic()
     outputs = run(_inputs(world, settings, canary_env))
     elapsed = time.monotonic() - started

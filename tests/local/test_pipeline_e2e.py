@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import command_lines
+
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "pipelines" / "corpus" / "demo"
 TINY = [
@@ -103,18 +105,8 @@ def test_canary_ran_against_the_local_server_and_prometheus(offline_run: dict) -
     # Both processes were stopped with the step (they ran in the offline namespace: look for them by argv).
     serve_port = inputs["replicas"][0].removeprefix("http://127.0.0.1:").removesuffix("/v1")
     assert (canary_dir / "serve.log").is_file() and (canary_dir / "prometheus" / "prometheus.yml").is_file()
-    left = [argv for argv in _command_lines() if str(canary_dir) in argv or f"pipelines.cli serve --host 127.0.0.1 --port {serve_port} " in argv]
-    assert left == []
-
-
-def _command_lines() -> list[str]:
-    lines = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            pass  # the process ended while we looked
-    return lines
+    assert command_lines(str(canary_dir)) == {}
+    assert command_lines(f"pipelines.cli serve --host 127.0.0.1 --port {serve_port} ") == {}
 
 
 @pytest.mark.slow

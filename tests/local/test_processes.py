@@ -4,22 +4,14 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pipelines.local import processes
 from pipelines.local.processes import process_in_own_session
+from tests.support.processes import is_alive
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
@@ -45,14 +37,14 @@ def test_sigterm_while_popen_runs_still_stops_the_child(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit) as stopped, process_in_own_session(SLEEPER):
         pytest.fail("the block must not start once the runner was told to stop")
     assert stopped.value.code == 128 + signal.SIGTERM
-    assert started and not _alive(started[0].pid), "the child outlived the signal that stopped its parent"
+    assert started and not is_alive(started[0].pid), "the child outlived the signal that stopped its parent"
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # our handler is back in place
 
 
 def test_an_error_in_the_block_stops_the_child() -> None:
     with pytest.raises(RuntimeError), process_in_own_session(SLEEPER) as proc:
         raise RuntimeError("the step's watcher failed")
-    assert not _alive(proc.pid)
+    assert not is_alive(proc.pid)
 
 
 def test_the_child_runs_in_a_session_of_its_own() -> None:
