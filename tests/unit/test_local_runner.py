@@ -156,3 +156,32 @@ def test_no_cache_runs_every_step_and_still_fills_the_cache(workdir: Path) -> No
     again = _runner(workdir).run()
     assert [s.status for s in again.steps] == ["cached"] * 3
     assert {s.reused_from_run for s in again.steps} == {fresh.run_id}  # the newest outputs win
+
+
+def test_new_model_files_invalidate_the_cache_of_steps_that_load_the_model(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EUROLORA_CACHE_DIR", str(workdir / "cache"))
+    model = workdir / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "weights.bin").write_bytes(b"first weights")
+    # The step sees only the model's path: without its content digest in the key, new weights would be a hit.
+    uses_model = Pipeline((Node("tokenize", "tests.toy_steps.announce", "cpu", {"text": FromConfig("base_model")}),))
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}", f"base_model={model}"], cwd=workdir)
+
+    def statuses() -> list[str]:
+        return [s.status for s in LocalRunner(config, uses_model, LineDisplay()).run().steps]
+
+    assert statuses() == ["succeeded"]
+    assert statuses() == ["cached"]
+    (model / "weights.bin").write_bytes(b"other weights")  # same path, same size, new content
+    assert statuses() == ["succeeded"]
+    assert statuses() == ["cached"]
+
+
+def test_a_missing_model_folder_fails_the_step_before_it_starts(workdir: Path) -> None:
+    uses_model = Pipeline((Node("tokenize", "tests.toy_steps.announce", "cpu", {"text": FromConfig("base_model")}),))
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}", f"base_model={workdir / 'nope'}"],
+                         cwd=workdir)
+    with pytest.raises(StepFailed, match="expected an HF model folder"):
+        LocalRunner(config, uses_model, LineDisplay()).run()
