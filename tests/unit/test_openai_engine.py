@@ -1,9 +1,12 @@
 """The `openai` engine without a server: residency, URLs, request bodies, response parsing, backoff."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from steps.common.contract import RuntimeContext
+from steps.common.engines import make_engine
 from steps.common.engines.base import EngineSettings, GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import (
     MAX_BACKOFF_S,
@@ -14,6 +17,7 @@ from steps.common.engines.openai_engine import (
     response_format,
 )
 from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.storage import StorageSettings
 
 EU_POLICY = ResidencyPolicy(allowed_hosts=["127.0.0.1", "llm.example.eu", "*.svc.cluster.local"],
                             plain_http_hosts=["127.0.0.1", "*.svc.cluster.local"])
@@ -112,11 +116,14 @@ def test_backoff_is_exponential_jittered_and_capped() -> None:
         engine.close()
 
 
-def test_from_engine_settings_and_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_engine_passes_sampling_settings_and_lifecycle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MY_KEY", "sk-unit-secret")
     settings = EngineSettings(kind="openai", temperature=0.3, seed=11,
                               openai=OpenAISettings(api_key_env="MY_KEY"))
-    engine = OpenAIEngine.from_engine_settings(settings, ResidencyPolicy())
+    context = RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
+                             residency=ResidencyPolicy())
+    engine = make_engine(settings, context)
+    assert isinstance(engine, OpenAIEngine)
     assert (engine._temperature, engine._seed) == (0.3, 11)
     assert "sk-unit-secret" not in repr(engine)
     assert engine.generate([]) == []  # nothing to do: no call, no error even if nothing listens

@@ -23,22 +23,16 @@ import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import httpx
 
 from steps.common.contract import TransientError
-from steps.common.engines.base import (
-    EngineSettings,
-    GenerationRequest,
-    GenerationResult,
-    OpenAISettings,
-)
+from steps.common.engines.base import GenerationRequest, GenerationResult, OpenAISettings
 from steps.common.residency import ResidencyPolicy
 
 log = logging.getLogger(__name__)
 
-ResponseFormatStyle = Literal["json_schema", "json_object"]
 RESPONSE_FORMAT_STYLES: tuple[str, ...] = ("json_schema", "json_object")
 
 MAX_BACKOFF_S = 60.0  # one wait between attempts never exceeds this, whatever Retry-After says
@@ -213,10 +207,6 @@ class OpenAIEngine:
             self._url, settings.model, settings.concurrency, timeout, settings.max_retries, self._style,
             "bearer" if self._authenticated else "none",
         )
-
-    @classmethod
-    def from_engine_settings(cls, settings: EngineSettings, residency: ResidencyPolicy) -> "OpenAIEngine":
-        return cls(settings.openai, residency, temperature=settings.temperature, seed=settings.seed)
 
     def __repr__(self) -> str:
         return f"OpenAIEngine(url={self._url!r}, model={self._settings.model!r})"
