@@ -1,13 +1,17 @@
 """From one file on disk to the raw text of its document(s), or a quarantine record saying why not.
 
-The file size is checked before a single byte is read; the content is sniffed before the extension is
-trusted. Each format's reader raises `Rejected` for what it cannot use; nothing here stops the corpus.
+The file size is checked before a single byte is read, and the read itself is capped at the limit; the
+content is sniffed before the extension is trusted. Each format's reader raises `Rejected` for what it
+cannot use; nothing here stops the corpus. A quarantine detail never carries a parser's or library's
+message: those quote the bytes they choke on, i.e. document content.
 """
 
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +51,12 @@ def read_file(path: Path, rel: str, settings: IngestSettings) -> list[Outcome]:
     except Rejected as rejected:
         return [QuarantineRecord(rel, None, None, rejected.reason, rejected.detail)]
     except Exception as exc:  # noqa: BLE001 - one unreadable file must never stop the corpus
-        return [QuarantineRecord(rel, None, None, Reason.UNREADABLE, f"{type(exc).__name__}: {exc}"[:300])]
+        return [QuarantineRecord(rel, None, None, Reason.UNREADABLE, safe_detail(exc))]
+
+
+def safe_detail(exc: BaseException) -> str:
+    """What went wrong without the exception's message, which may quote the document."""
+    return f"{type(exc).__name__} while reading (message withheld: it may quote the document)"
 
 
 def file_format(path: Path) -> str:
@@ -61,7 +70,11 @@ def _load(path: Path, settings: IngestSettings) -> tuple[str, bytes]:
         raise Rejected(Reason.TOO_LARGE, f"{size} bytes, over max_document_mb={settings.max_document_mb}")
     if size == 0:
         raise Rejected(Reason.EMPTY, "0 bytes")
-    data = path.read_bytes()
+    with path.open("rb") as handle:
+        # Never more than the limit in memory, even if the file grew since stat().
+        data = handle.read(settings.max_document_bytes + 1)
+    if len(data) > settings.max_document_bytes:
+        raise Rejected(Reason.TOO_LARGE, f"grew past max_document_mb={settings.max_document_mb} while read")
     check_not_archive(data)
     if data.startswith(PDF_MAGIC):
         return "pdf", data  # a PDF is read as one, whatever it is named
@@ -148,13 +161,15 @@ def _read_html(data: bytes) -> str:
     parser = html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True)
     try:
         root = html.document_fromstring(data, parser=parser)
-    except etree.ParserError as exc:
-        raise Rejected(Reason.NO_TEXT_AFTER_CLEANING, f"no HTML document ({exc})") from None
+    except etree.ParserError:
+        raise Rejected(Reason.NO_TEXT_AFTER_CLEANING, "no HTML element in the document") from None
     # libxml2 stops at a nesting depth of 256 and silently drops the rest: refuse instead of truncating.
     for error in parser.error_log:
         if error.level_name == "FATAL":
-            reason = Reason.TOO_DEEPLY_NESTED if "depth" in error.message.lower() else Reason.UNREADABLE
-            raise Rejected(reason, f"HTML parser stopped at line {error.line}: {error.message.strip()}")
+            if "depth" in error.message.lower():
+                raise Rejected(Reason.TOO_DEEPLY_NESTED,
+                               f"elements nested deeper than libxml2's limit (256) at line {error.line}")
+            raise Rejected(Reason.UNREADABLE, f"HTML parser stopped at line {error.line} ({error.type_name})")
     for element in root.xpath(_HTML_DROP):
         element.drop_tree()
     containers = (root.xpath("//main | //*[@role='main']")[:1]
@@ -196,25 +211,40 @@ def _follows_heading(element: "HtmlElement") -> bool:
 
 # ---- PDF ----------------------------------------------------------------------------------------------
 def _read_pdf(data: bytes) -> str:
+    with _pypdf_silenced():
+        return _pdf_text(data)
+
+
+@contextmanager
+def _pypdf_silenced() -> Iterator[None]:
+    """pypdf logs what it repairs with the raw bytes around it (document content): keep it out of logs."""
+    pypdf_log = logging.getLogger("pypdf")
+    before, pypdf_log.disabled = pypdf_log.disabled, True
+    try:
+        yield
+    finally:
+        pypdf_log.disabled = before
+
+
+def _pdf_text(data: bytes) -> str:
     from pypdf import PasswordType, PdfReader
 
     try:
         reader = PdfReader(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - pypdf raises many types on damaged files
-        raise Rejected(Reason.CORRUPT_PDF, f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise Rejected(Reason.CORRUPT_PDF, safe_detail(exc)) from None
     if reader.is_encrypted:
         # Owner-password-only PDFs open with an empty user password; anything else needs a password we lack.
         try:
             opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
         except Exception as exc:  # noqa: BLE001 - e.g. an unsupported cipher
-            detail = f"cannot decrypt: {type(exc).__name__}: {exc}"[:300]
-            raise Rejected(Reason.ENCRYPTED_PDF, detail) from None
+            raise Rejected(Reason.ENCRYPTED_PDF, f"cannot decrypt: {safe_detail(exc)}") from None
         if not opened:
             raise Rejected(Reason.ENCRYPTED_PDF, "protected by a user password: provide an unencrypted copy")
     try:
         pages = [_pdf_page_text(page) for page in reader.pages]
     except Exception as exc:  # noqa: BLE001
-        raise Rejected(Reason.CORRUPT_PDF, f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise Rejected(Reason.CORRUPT_PDF, safe_detail(exc)) from None
     if not any(page.strip() for page in pages):
         raise Rejected(Reason.NO_TEXT_AFTER_CLEANING,
                        f"{len(pages)} page(s) without extractable text (scanned? OCR is not supported)")

@@ -188,3 +188,45 @@ def test_jsonl_text_field_is_configurable(tmp_path: Path) -> None:
     path.write_text(json.dumps({"body": "Inhalt"}) + "\n", encoding="utf-8")
     (document,) = _read(path, IngestSettings(jsonl_text_field="body"))
     assert isinstance(document, SourceDocument) and document.text == "Inhalt"
+
+
+def _pdf(objects: list[bytes]) -> bytes:
+    """A PDF with a valid cross-reference table over the given objects (numbered from 1)."""
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    out.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+    out.write(b"trailer << /Root 1 0 R /Size %d >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+def test_quarantine_detail_and_logs_never_quote_the_document(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    # pypdf's error for this page object quotes the bytes around it, secret included.
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(_pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                           b"?CONFIDENTIAL-PATIENT-4711"]))
+    caplog.set_level("DEBUG")
+    (record,) = _read(path)
+    assert isinstance(record, QuarantineRecord) and record.reason == Reason.CORRUPT_PDF
+    assert record.detail.startswith("PdfReadError while reading")
+    assert "4711" not in record.detail and "4711" not in caplog.text
+
+
+class _GrowingPath(type(Path())):  # type: ignore[misc]
+    """A file that stat() reports small but that has grown by the time it is read."""
+
+    def stat(self, *, follow_symlinks: bool = True) -> object:
+        real = super().stat(follow_symlinks=follow_symlinks)
+        return type("Stat", (), {"st_size": 10})() if real.st_size else real
+
+
+def test_read_is_capped_even_if_the_file_grew_after_stat(tmp_path: Path) -> None:
+    path = _GrowingPath(tmp_path / "log.txt")
+    path.write_text("line of text\n" * 200_000, encoding="utf-8")  # 2.6 MB
+    assert _reason(path, IngestSettings(max_document_mb=1)) == Reason.TOO_LARGE
