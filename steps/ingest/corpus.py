@@ -1,16 +1,17 @@
-"""The ingest pipeline over a list of files: read, clean, redact, filter by language, dedupe, chunk.
+"""The ingest pipeline over a list of files: read, clean, redact, chunk, detect each chunk's language, dedupe.
 
 Pure with respect to storage: it gets local files and returns rows, quarantine records and counts.
 Every document either becomes chunks or a quarantine record; one bad document never stops the others.
 """
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steps.common.language import LanguageDetector
+from steps.common.language import UNKNOWN, LanguageDetector
 from steps.common.progress import Progress
-from steps.ingest.chunking import TokenCounter, chunk_text
+from steps.ingest.chunking import Chunk, TokenCounter, chunk_text
 from steps.ingest.dedup import Deduplicator, sha256_text
 from steps.ingest.normalize import normalize_text
 from steps.ingest.pii import redact_pii
@@ -91,7 +92,10 @@ class CorpusIngester:
             return
         stats = self.result.stats
         stats.documents_by_format[document.format] += 1
-        stats.documents_by_language[rows[0].language] += 1
+        # A document counts under the language most of its kept chunks are in (the first such on a tie).
+        languages = Counter(row.language for row in rows)
+        stats.documents_by_language[max(languages, key=languages.__getitem__)] += 1
+        stats.chunks_by_language.update(languages)
         stats.chunks += len(rows)
         stats.tokens += sum(row.n_tokens for row in rows)
         if pii:
@@ -105,10 +109,12 @@ class CorpusIngester:
         if n_tokens < settings.min_chunk_tokens:
             raise Rejected(Reason.TOO_SHORT,
                            f"{n_tokens} tokens, fewer than min_chunk_tokens={settings.min_chunk_tokens}")
-        language = self.detector.detect(text)
-        if language not in settings.languages:
+        chunks = chunk_text(text, self.count, settings.chunk_tokens, settings.chunk_overlap_tokens)
+        languages = self._chunk_languages(text, chunks)
+        allowed = [language in settings.languages for language in languages]
+        if not any(allowed):
             raise Rejected(Reason.LANGUAGE_NOT_ALLOWED,
-                           f"detected {language!r}; allowed: {settings.languages}")
+                           f"detected {sorted(set(languages))}; allowed: {settings.languages}")
         duplicate = self._dedup.check(doc_id, text)
         if duplicate:
             kind, original = duplicate
@@ -118,10 +124,11 @@ class CorpusIngester:
             raise Rejected(Reason.NEAR_DUPLICATE,
                            f"estimated similarity >= {settings.near_duplicate_threshold} with {original}")
         rows, repeated = [], 0
-        for index, chunk in enumerate(chunk_text(text, self.count, settings.chunk_tokens,
-                                                 settings.chunk_overlap_tokens)):
+        for index, (chunk, language, kept) in enumerate(zip(chunks, languages, allowed, strict=True)):
             digest = sha256_text(chunk.text)
-            if chunk.n_tokens < settings.min_chunk_tokens:
+            if not kept:
+                stats.chunks_language_not_allowed += 1
+            elif chunk.n_tokens < settings.min_chunk_tokens:
                 stats.chunks_below_min_tokens += 1
             elif digest in self._chunk_digests:
                 repeated += 1
@@ -136,3 +143,18 @@ class CorpusIngester:
             raise Rejected(Reason.TOO_SHORT,
                            f"no chunk of min_chunk_tokens={settings.min_chunk_tokens} tokens")
         return rows
+
+    def _chunk_languages(self, text: str, chunks: list[Chunk]) -> list[str]:
+        """Each chunk's own language, so a document mixing languages gets each part right; a chunk the
+        detector cannot place (numbers, a table) takes the language of the whole document."""
+        if len(chunks) == 1:
+            return [self.detector.detect(text)]
+        document = None
+        languages = []
+        for chunk in chunks:
+            language = self.detector.detect(chunk.text)
+            if language == UNKNOWN:
+                document = document or self.detector.detect(text)
+                language = document
+            languages.append(language)
+        return languages

@@ -13,11 +13,13 @@ class IngestStats:
     files_by_format: Counter[str] = field(default_factory=Counter)
     documents_by_format: Counter[str] = field(default_factory=Counter)
     documents_by_language: Counter[str] = field(default_factory=Counter)
+    chunks_by_language: Counter[str] = field(default_factory=Counter)
     chunks: int = 0
     tokens: int = 0
     # exact / near: documents; exact_chunks: chunks repeating one already kept (shared boilerplate).
     duplicates_removed: Counter[str] = field(default_factory=lambda: Counter(exact=0, near=0, exact_chunks=0))
     chunks_below_min_tokens: int = 0
+    chunks_language_not_allowed: int = 0  # dropped from documents whose other chunks were kept
     pii_redacted: Counter[str] = field(default_factory=lambda: Counter(email=0, phone=0, iban=0))
     quarantined_by_reason: Counter[str] = field(default_factory=Counter)
 
@@ -33,9 +35,11 @@ class IngestStats:
             "documents_by_format": dict(self.documents_by_format),
             "documents_by_language": dict(self.documents_by_language),
             "chunks": self.chunks,
+            "chunks_by_language": dict(self.chunks_by_language),
             "tokens": self.tokens,
             "duplicates_removed": dict(self.duplicates_removed),
             "chunks_below_min_tokens": self.chunks_below_min_tokens,
+            "chunks_language_not_allowed": self.chunks_language_not_allowed,
             "pii_redacted": dict(self.pii_redacted),
             "quarantined": sum(self.quarantined_by_reason.values()),
             "quarantined_by_reason": dict(self.quarantined_by_reason),

@@ -8,6 +8,8 @@ SAMPLES = {
     "fr": "La cantine est ouverte de onze heures trente à quatorze heures, du lundi au vendredi, pour tous.",
     "en": "Passwords must be at least fourteen characters long and are stored only in the password manager.",
     "nl": "De medewerkers mogen maximaal twee dagen per week thuiswerken na overleg met hun team.",
+    "es": "Los empleados pueden trabajar desde casa dos días por semana después de hablarlo con su equipo.",
+    "it": "I dipendenti possono lavorare da casa due giorni alla settimana dopo averne parlato con il team.",
 }
 
 
@@ -16,8 +18,12 @@ def detector() -> LanguageDetector:
     return LanguageDetector(DEFAULT_LANGUAGES)
 
 
+def test_samples_cover_the_default_languages() -> None:
+    assert sorted(SAMPLES) == sorted(DEFAULT_LANGUAGES)
+
+
 @pytest.mark.parametrize("expected", sorted(SAMPLES))
-def test_detects_each_language(detector: LanguageDetector, expected: str) -> None:
+def test_detects_each_default_language(detector: LanguageDetector, expected: str) -> None:
     assert detector.detect(SAMPLES[expected]) == expected
 
 
