@@ -9,8 +9,10 @@ from typing import Any
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", type=Path,
                         help="pipeline config YAML (default: the shipped local config)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set finetune.max_steps=10 (repeatable)")
+    # nargs="+" with "extend": `--set a=1 b=2` and `--set a=1 --set b=2` both collect every item.
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set finetune.max_steps=10 judge.max_new_tokens=64 "
+                             "(repeatable; CONFIG goes before --set)")
 
 
 def load_config_or_exit(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:

@@ -33,3 +33,8 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 def test_every_command_is_registered() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert {"run", "compile", "submit", "status", "logs", "serve", "restore"} <= commands
+
+
+def test_set_takes_several_overrides_at_once_and_repeats() -> None:
+    args = build_parser().parse_args(["run", "cfg.yaml", "--set", "a.b=1", "c=x y", "--set", "d=2", "--until", "ingest"])
+    assert (str(args.config), args.overrides, args.until) == ("cfg.yaml", ["a.b=1", "c=x y", "d=2"], "ingest")
