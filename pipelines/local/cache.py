@@ -8,6 +8,7 @@ with identical results is still a cache hit; the run id never enters the key. Mo
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ def cache_key(step: str, code_version: str, inputs: dict[str, Any], store: Artif
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class CacheHit:
+    outputs: dict[str, Any]
+    run_id: str  # the run that produced the outputs
+    log: str  # that run's log of the step
+
+
 class StepCache:
     def __init__(self, root: Path, store: ArtifactStore) -> None:
         self.root = root
@@ -47,19 +55,21 @@ class StepCache:
     def _path(self, step: str, key: str) -> Path:
         return self.root / f"{step}-{key}.json"
 
-    def lookup(self, step: str, key: str) -> tuple[dict[str, Any], str] | None:
-        """Cached outputs and the run that produced them, if every output artifact still exists."""
+    def lookup(self, step: str, key: str) -> CacheHit | None:
+        """The cached outputs, if every output artifact still exists."""
         path = self._path(step, key)
         if not path.is_file():
             return None
         entry = json.loads(path.read_text())
+        if "log" not in entry:  # written before entries named their log: refreshed by this run
+            return None
         for value in entry["outputs"].values():
             if isinstance(value, str) and value.startswith(_URI_PREFIXES):
                 try:
                     self.store.read_manifest(value)
                 except StorageError:
                     return None
-        return entry["outputs"], entry["run_id"]
+        return CacheHit(entry["outputs"], entry["run_id"], entry["log"])
 
-    def save(self, step: str, key: str, outputs: dict[str, Any], run_id: str) -> None:
-        write_json_atomic(self._path(step, key), {"outputs": outputs, "run_id": run_id})
+    def save(self, step: str, key: str, outputs: dict[str, Any], run_id: str, log: str) -> None:
+        write_json_atomic(self._path(step, key), {"outputs": outputs, "run_id": run_id, "log": log})

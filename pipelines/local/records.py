@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-StepStatus = Literal["pending", "running", "succeeded", "cached", "failed", "skipped"]
+StepStatus = Literal["pending", "running", "succeeded", "cached", "failed", "skipped", "interrupted"]
 
 
 class StepRecord(BaseModel):
@@ -16,7 +16,7 @@ class StepRecord(BaseModel):
     duration_s: float = 0.0
     attempts: int = 0
     outputs: dict[str, Any] = {}
-    log: str = ""
+    log: str = ""  # <run dir>/steps/<name>/log.txt: set before the step can fail
     cache_key: str = ""
     reused_from_run: str = ""  # the run whose outputs a cache hit reused
     error: str = ""
@@ -26,7 +26,8 @@ class RunSummary(BaseModel):
     run_id: str
     run_dir: str
     config_name: str
-    status: Literal["running", "succeeded", "failed"] = "running"
+    until: str = ""  # the run's --until, so that resuming it covers the same steps
+    status: Literal["running", "succeeded", "failed", "interrupted"] = "running"
     duration_s: float = 0.0
     steps: list[StepRecord] = []
 

@@ -32,9 +32,20 @@ _MODEL_PATHS = ("base_model",)
 
 
 class StepFailed(RuntimeError):
-    def __init__(self, record: StepRecord) -> None:
+    def __init__(self, record: StepRecord, summary: RunSummary) -> None:
         super().__init__(f"step {record.name} failed ({record.error}); log: {record.log}")
         self.record = record
+        self.summary = summary
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped (Ctrl-C, or SIGTERM turned into SystemExit); summary.json records it."""
+
+    def __init__(self, summary: RunSummary, exit_code: int) -> None:
+        stopped = [s.name for s in summary.steps if s.status == "interrupted"]
+        super().__init__(f"interrupted{f' during step {stopped[0]}' if stopped else ''}")
+        self.summary = summary
+        self.exit_code = exit_code
 
 
 def new_run_id() -> str:
@@ -58,7 +69,8 @@ class LocalRunner:
 
     def run(self, run_dir: Path | None = None, until: str | None = None, resume: str | None = None
             ) -> RunSummary:
-        """Run (or resume) the pipeline; raises StepFailed naming the step and its log."""
+        """Run (or resume) the pipeline; raises StepFailed naming the step and its log, RunInterrupted when
+        stopped."""
         if resume:
             run_dir = run_dir or self.runs_root / resume
             if not run_dir.is_dir():
@@ -66,7 +78,7 @@ class LocalRunner:
         run_dir = (run_dir or self.runs_root / new_run_id()).resolve()
         nodes = self.pipeline.until(until) if until else self.pipeline.ordered()
         summary = RunSummary(run_id=run_dir.name, run_dir=str(run_dir), config_name=self.config.name,
-                             steps=[StepRecord(name=n.name) for n in nodes])
+                             until=until or "", steps=[StepRecord(name=n.name) for n in nodes])
         write_json_atomic(run_dir / "config.json", self.config.model_dump(mode="json"))
         context = RuntimeContext(run_id=summary.run_id, storage=self.config.storage,
                                  residency=self.config.residency, scratch_dir=str(run_dir / "scratch"))
@@ -80,8 +92,12 @@ class LocalRunner:
                 write_json_atomic(run_dir / "summary.json", summary.model_dump(mode="json"))
                 if record.status == "failed":
                     summary.status = "failed"
-                    raise StepFailed(record)
+                    raise StepFailed(record, summary)
             summary.status = "succeeded"
+        except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM arrives as SystemExit (see run_command)
+            summary.status = "interrupted"
+            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+            raise RunInterrupted(summary, code) from exc
         finally:
             self.display.stop()
             summary.duration_s = round(time.monotonic() - started, 2)
@@ -95,6 +111,26 @@ class LocalRunner:
             record.status = "skipped"
             self.display.step_finished(record)
             return
+        started = time.monotonic()
+        # Set before anything can fail: every failure, even before the process starts, names its log.
+        record.log = str(step_dir / "log.txt")
+        try:
+            self._key_and_run(node, record, summary, context, cache, step_dir)
+        except (KeyboardInterrupt, SystemExit):
+            record.status = "interrupted"  # its process was stopped on the way out
+            self.display.step_finished(record)
+            raise
+        finally:
+            record.duration_s = round(time.monotonic() - started, 2)
+            write_json_atomic(step_dir / "timing.json", {
+                "duration_s": record.duration_s, "attempts": record.attempts, "status": record.status,
+                **({"reused_from_run": record.reused_from_run} if record.reused_from_run else {})})
+        if record.status == "failed":
+            _append_log(step_dir, f"--- failed: {record.error} ---\n")
+        self.display.step_finished(record)
+
+    def _key_and_run(self, node: Node, record: StepRecord, summary: RunSummary, context: RuntimeContext,
+                     cache: StepCache, step_dir: Path) -> None:
         inputs = self._resolve_inputs(node, summary, context)
         write_json_atomic(step_dir / "inputs.json", inputs)
         try:
@@ -105,31 +141,24 @@ class LocalRunner:
             hit = cache.lookup(node.name, record.cache_key) if self.use_cache else None
         # The artifact store is down (digests cannot be read), or a model source does not exist.
         except (TransientError, ModelSourceError) as exc:
-            record.status, record.error = "failed", str(exc)
-            self.display.step_finished(record)
+            record.status, record.error = "failed", f"before the step started: {exc}"
             return
         if hit:
-            record.outputs, record.reused_from_run = hit
+            record.outputs, record.reused_from_run = hit.outputs, hit.run_id
             record.status = "cached"
             write_json_atomic(step_dir / "outputs.json", record.outputs)
-            self.display.step_finished(record)
+            _append_log(step_dir, f"--- cached: the outputs of run {hit.run_id} were reused; its log: {hit.log} ---\n")
             return
         self.display.step_started(node.name)
-        started = time.monotonic()
         record.status = "running"
         rc = self._execute_with_service(node, record, step_dir, inputs)
-        record.duration_s = round(time.monotonic() - started, 2)
         if rc == 0:
             record.outputs = json.loads((step_dir / "outputs.json").read_text())
             record.status = "succeeded"
-            if record.cache_key:
-                cache.save(node.name, record.cache_key, record.outputs, summary.run_id)
+            cache.save(node.name, record.cache_key, record.outputs, summary.run_id, record.log)
         else:
             record.status = "failed"
             record.error = record.error or f"exit code {rc}"
-        write_json_atomic(step_dir / "timing.json", {"duration_s": record.duration_s,
-                                                     "attempts": record.attempts})
-        self.display.step_finished(record)
 
     def _execute_with_service(self, node: Node, record: StepRecord, step_dir: Path, inputs: dict[str, Any]
                               ) -> int:
@@ -157,8 +186,7 @@ class LocalRunner:
         outputs_path = step_dir / "outputs.json"
         outputs_path.unlink(missing_ok=True)
         progress_path = step_dir / "progress"
-        log_path = step_dir / "log.txt"
-        record.log = str(log_path)
+        log_path = Path(record.log)
         env = {**os.environ, **OFFLINE_ENV, "ARGO_PROGRESS_FILE": str(progress_path),
                "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         argv = [sys.executable, "-m", "pipelines.step_process", node.entrypoint,
@@ -225,3 +253,9 @@ class LocalRunner:
         if upstream.status not in ("succeeded", "cached"):
             return False
         return json.dumps(upstream.outputs.get(node.when.output)).strip('"') == node.when.equals
+
+
+def _append_log(step_dir: Path, line: str) -> None:
+    step_dir.mkdir(parents=True, exist_ok=True)
+    with (step_dir / "log.txt").open("a") as log:
+        log.write(line)

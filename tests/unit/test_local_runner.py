@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.local.display import LineDisplay
-from pipelines.local.runner import LocalRunner, StepFailed
+from pipelines.local.runner import LocalRunner, RunInterrupted, StepFailed
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline, When
 from steps.common.storage import local_path
 
@@ -58,6 +58,12 @@ def test_second_identical_run_reuses_every_step(workdir: Path) -> None:
     assert [s.status for s in second.steps] == ["cached"] * 3
     assert {s.reused_from_run for s in second.steps} == {first.run_id}
     assert second.steps[0].outputs == first.steps[0].outputs
+    for step in second.steps:  # the run directory says where each reused output came from
+        step_dir = Path(second.run_dir) / "steps" / step.name
+        timing = json.loads((step_dir / "timing.json").read_text())
+        assert (timing["status"], timing["attempts"], timing["reused_from_run"]) == ("cached", 0, first.run_id)
+        first_log = Path(first.run_dir) / "steps" / step.name / "log.txt"
+        assert first_log.is_file() and f"its log: {first_log}" in Path(step.log).read_text()
 
 
 def test_changed_input_reruns_that_step_and_content_keyed_downstream(workdir: Path) -> None:
@@ -84,6 +90,24 @@ def test_failure_names_step_and_resume_reruns_only_what_failed(
     resumed = _runner(workdir).run(resume=run_id)
     assert resumed.run_id == run_id
     assert [s.status for s in resumed.steps] == ["cached", "succeeded", "succeeded"]
+
+
+def test_a_stop_while_a_step_runs_is_recorded_as_interrupted(workdir: Path) -> None:
+    @contextmanager
+    def ctrl_c(inputs: dict, step_dir: Path) -> Iterator[dict]:
+        raise KeyboardInterrupt  # Ctrl-C lands while the step is being started
+        yield inputs
+
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    with pytest.raises(RunInterrupted, match="interrupted during step summarise") as stopped:
+        LocalRunner(config, TOY, LineDisplay(), services={"summarise": ctrl_c}).run()
+    assert stopped.value.exit_code == 130
+    run_dir = Path(stopped.value.summary.run_dir)
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["status"] == "interrupted"
+    assert [(s["name"], s["status"]) for s in on_disk["steps"]] == [
+        ("count", "succeeded"), ("summarise", "interrupted"), ("announce", "pending")]
+    assert json.loads((run_dir / "steps" / "summarise" / "timing.json").read_text())["status"] == "interrupted"
 
 
 def test_transient_failure_is_retried(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
