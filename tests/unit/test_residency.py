@@ -1,47 +1,11 @@
-"""The residency decision table (also printed in the README): each value, accepted or refused."""
+"""The policy's own decisions on the residency table (tests/fixtures/residency_cases.py), and on the
+other shapes a config value can take: bare hosts, other URI schemes, the policy's own regions."""
 
 import pytest
+from pydantic import ValidationError
 
-from steps.common.residency import ResidencyError, ResidencyPolicy
-
-POLICY = ResidencyPolicy(
-    allowed_hosts=["127.0.0.1", "localhost", "s3.eu-central-1.amazonaws.com", "*.svc.cluster.local",
-                   "llm.eu.example.org", "10.20.0.7"],
-    plain_http_hosts=["127.0.0.1", "localhost", "*.svc.cluster.local"],
-)
-
-URL_CASES = [
-    ("https://s3.eu-central-1.amazonaws.com", True),
-    ("https://S3.EU-Central-1.AmazonAWS.com", True),  # hosts are case-insensitive
-    ("https://s3.eu-central-1.amazonaws.com.", True),  # trailing dot is the same host
-    ("http://mlflow.mlops.svc.cluster.local:5000", True),
-    ("https://llm.eu.example.org/v1", True),
-    ("http://127.0.0.1:8000/v1", True),
-    ("https://10.20.0.7/v1", True),  # IP literal listed exactly
-    ("https://s3.us-east-1.amazonaws.com", False),
-    ("https://api.openai.com/v1", False),
-    ("https://eu-central-1.example.attacker.com", False),
-    ("https://s3.eu-central-1.amazonaws.com.evil.io", False),  # look-alike suffix
-    ("https://evil-s3.eu-central-1.amazonaws.com", False),
-    ("https://eu@us-east-1.amazonaws.com", False),  # userinfo trick
-    ("https://s3.eu-central-1.amazonaws.com@evil.io", False),
-    ("http://s3.eu-central-1.amazonaws.com", False),  # plain http to a public host
-    ("http://llm.eu.example.org/v1", False),
-    ("https://10.20.0.8/v1", False),  # unlisted IP literal
-    ("https://[::1]:8000", False),  # not listed
-    ("https://svc.cluster.local", False),  # wildcard needs a label in front
-    ("ftp://s3.eu-central-1.amazonaws.com", False),
-    ("https://", False),
-    ("https://127.0.0.1:99999", False),  # malformed port
-    ("https://llm.eu.example.org.attacker.net/v1", False),
-]
-
-REGION_CASES = [
-    ("eu-central-1", True), ("EU-WEST-1", True), ("europe-west4", True), ("germanywestcentral", True),
-    ("eu-west-2", False),  # London: not EU/EEA
-    ("eu-central-2", False),  # Zurich: not EU/EEA
-    ("us-east-1", False), ("ap-southeast-1", False), ("", False), ("eu-central-1x", False),
-]
+from steps.common.residency import EU_REGIONS, ResidencyError, ResidencyPolicy
+from tests.fixtures.residency_cases import BARE_ENDPOINT_CASES, POLICY, REGION_CASES, URL_CASES
 
 
 @pytest.mark.parametrize(("url", "allowed"), URL_CASES)
@@ -61,6 +25,51 @@ def test_region_decision(region: str, allowed: bool) -> None:
     else:
         with pytest.raises(ResidencyError, match="storage.s3.region"):
             POLICY.check_region(region, "storage.s3.region")
+
+
+@pytest.mark.parametrize(("value", "allowed"), BARE_ENDPOINT_CASES)
+def test_a_bare_endpoint_is_checked_by_its_host(value: str, allowed: bool) -> None:
+    if allowed:
+        POLICY.check_endpoint(value, "k")
+    else:
+        with pytest.raises(ResidencyError, match="storage.s3.endpoint_url"):
+            POLICY.check_endpoint(value, "storage.s3.endpoint_url")
+
+
+@pytest.mark.parametrize(("uri", "reason"), [
+    ("gs://bucket/corpus", "scheme 'gs'"),
+    ("hf://meta-llama/Llama-3", "scheme 'hf'"),
+    ("file://fileserver.example.com/share/corpus", "on another host"),
+    ("postgresql+psycopg2://mlflow@db.example.us/mlflow", "'db.example.us' is not in residency.allowed_hosts"),
+    ("s3://arn:aws:s3:us-east-1:123456789012:accesspoint:docs/corpus", "access point ARN"),
+    ("s3://arn:aws:s3::123456789012:accesspoint:mrap.mrap/x", "access point ARN"),  # multi-region: anywhere
+    ("https://[::1/v1", "not a valid URL"),
+])
+def test_uris_of_other_schemes_are_refused_unless_they_stay_inside(uri: str, reason: str) -> None:
+    with pytest.raises(ResidencyError, match="corpus") as refused:
+        POLICY.check_uri(uri, "corpus")
+    assert reason in refused.value.reason
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://eurolora-artifacts/corpora/handbook/", "file:///srv/corpus", "file://localhost/srv/corpus",
+    "sqlite:////srv/mlflow.db", "postgresql://10.20.0.7:5432/mlflow",
+    "s3://arn:aws:s3:eu-central-1:123456789012:accesspoint:docs/corpus",
+])
+def test_uris_that_stay_inside_are_accepted(uri: str) -> None:
+    POLICY.check_uri(uri, "corpus")
+
+
+@pytest.mark.parametrize("regions", [["us-east-1"], ["eu-central-1", "eu-west-2"], ["eu-central-1x"], [""]])
+def test_the_policy_itself_only_lists_eu_regions(regions: list[str]) -> None:
+    with pytest.raises(ValidationError, match="not EU/EEA regions") as refused:
+        ResidencyPolicy(allowed_regions=regions)
+    assert str([r for r in regions if r != "eu-central-1"]) in str(refused.value)
+
+
+def test_the_policy_may_narrow_the_eu_regions() -> None:
+    assert ResidencyPolicy(allowed_regions=["EU-Central-1"]).allowed_regions == ["EU-Central-1"]
+    assert ResidencyPolicy().allowed_regions == list(EU_REGIONS)
 
 
 def test_table_is_large_enough() -> None:
