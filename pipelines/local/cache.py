@@ -29,13 +29,15 @@ def _content_identity(value: Any, store: ArtifactStore) -> Any:
 
 
 def cache_key(step: str, code_version: str, inputs: dict[str, Any], store: ArtifactStore,
-              model_digests: Mapping[str, str]) -> str:
-    """`model_digests`: the content digest of each model source the step loads (steps.common.models)."""
+              model_digests: Mapping[str, str] | None = None) -> str:
+    """`model_digests`: the content digest of each model source the step loads (steps.common.models). The
+    local runner passes them; Argo's memo pod (pipelines/argo/memo_key.py) has none to pass, its models
+    being s3:// URIs, which are keyed on their manifest digest like any artifact input."""
     identity = {name: _content_identity(value, store) for name, value in inputs.items()}
     context = identity.get("context")
     if isinstance(context, dict):  # the run id and scratch space do not change what a step computes
         identity["context"] = {k: v for k, v in context.items() if k not in ("run_id", "scratch_dir")}
-    canonical = json.dumps({"step": step, "code": code_version, "inputs": identity, "models": dict(model_digests)},
+    canonical = json.dumps({"step": step, "code": code_version, "inputs": identity, "models": dict(model_digests or {})},
                            sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

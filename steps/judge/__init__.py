@@ -4,7 +4,8 @@ Both answer every test question under identical greedy decoding (candidate = bas
 champion = base + the registry champion's adapter, or the bare base model when there is none). Each
 answer gets deterministic checks (checks.py) and a rubric verdict from a self-hosted judge model
 (verdicts.py, fail closed); the gate (gate.py) decides on paired bootstrap intervals. Published:
-`eval_metrics.json`, `items.jsonl` (one row per item) and the self-contained `report.html`.
+`eval_metrics.json`, the per-item records `items.jsonl` (everything) and `items.csv` (the flat table,
+item_table.py), and the self-contained `report.html`.
 """
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "eval_metrics.json"
 ITEMS_FILE = "items.jsonl"
+ITEMS_TABLE_FILE = "items.csv"
 REPORT_FILE = "report.html"
 # Set on Argo pods: a local copy of the report there becomes an output artifact the Argo UI shows.
 UI_REPORT_ENV = "EUROLORA_UI_REPORT_PATH"
@@ -40,7 +42,7 @@ class JudgeInputs(Input):
 
 
 class JudgeOutputs(Output):
-    report_uri: str = ""  # directory with eval_metrics.json, items.jsonl, report.html
+    report_uri: str = ""  # directory with eval_metrics.json, items.jsonl, items.csv, report.html
     gate_passed: bool = False
     gate_reason: str = ""
     champion_version: str = ""  # the champion compared against ("" = none: the base model)
@@ -79,6 +81,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
     from steps.judge.dataset import TEST_FILE, load_items
     from steps.judge.evaluate import evaluate
     from steps.judge.records import measure
+    from steps.judge.item_table import write_csv
     from steps.judge.report import render_report
 
     started = time.perf_counter()
@@ -111,6 +114,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
             handle.writelines(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n"
                               for r in records)
         Path(out_dir, REPORT_FILE).write_text(
+        write_csv(records, Path(out_dir, ITEMS_TABLE_FILE))
             render_report(metrics, records, settings.report_examples, context.run_id),
             encoding="utf-8")
     _copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)

@@ -3,45 +3,50 @@
 from pydantic import BaseModel
 
 from steps.common.engines.base import GenerationResult
-from steps.generate_qa.refusals import is_refusal
+from steps.generate_qa.refusals import REFUSALS, is_refusal
 from steps.judge.dataset import QAItem
+from steps.judge.settings import LengthBounds
 
-# Below this many letters even a detector restricted to the test set's languages guesses: such answers
-# pass the language check.
+# Below this many letters the language of an answer is "undetermined" (language_ok None): counted apart
+# and never as a pass. Measured with the detector restricted to _CANDIDATES, on 1-11 word prefixes of the
+# demo corpus's sentences: 71% right under 5 letters, 82-90% at 5-19, 95% at 20-24, >= 96% from 30.
 _MIN_LETTERS = 20
+# Short texts are matched only against these languages (the ones the project writes refusals in) plus the
+# test set's own: a one-language test set alone would label every short answer with that language.
+_CANDIDATES = tuple(REFUSALS)
 
 
 class AnswerChecks(BaseModel):
     stopped: bool  # ended with EOS before the token limit
     refused: bool
     refusal_ok: bool  # refused exactly when the question is unanswerable
-    language_ok: bool
-    detected_language: str | None  # None when the text was too short (or had no letters) to tell
+    language_ok: bool | None  # None: undetermined (too short, or no letters, to tell)
+    detected_language: str | None  # None when undetermined
     length_ok: bool
 
 
 class LanguageChecker:
-    """The project's seeded detector (ingest's), limited for short texts to the test set's languages."""
+    """The project's seeded detector (ingest's), limited for short texts to the candidate languages."""
 
     def __init__(self, languages: list[str], seed: int = 0) -> None:
         from steps.common.language import LanguageDetector
 
-        self._detector = LanguageDetector(sorted(set(languages)), seed=seed)
+        self._detector = LanguageDetector(sorted({*languages, *_CANDIDATES}), seed=seed)
 
-    def check(self, text: str, expected: str) -> tuple[bool, str | None]:
-        """(answer is in `expected` or undecidable, the detected language or None if undecidable)."""
+    def check(self, text: str, expected: str) -> tuple[bool | None, str | None]:
+        """(answer is in `expected`, the detected language), or (None, None) when undetermined."""
         from steps.common.language import UNKNOWN
 
         if sum(ch.isalpha() for ch in text) < _MIN_LETTERS:
-            return True, None
+            return None, None
         detected = self._detector.detect(text)
         if detected == UNKNOWN:
-            return True, None
+            return None, None
         return detected == expected, detected
 
 
 def check_answer(item: QAItem, result: GenerationResult, languages: LanguageChecker,
-                 min_chars: int, max_chars: int) -> AnswerChecks:
+                 length: LengthBounds) -> AnswerChecks:
     if result.finish_reason == "error":  # no answer at all fails every check
         return AnswerChecks(stopped=False, refused=False, refusal_ok=False, language_ok=False,
                             detected_language=None, length_ok=False)
@@ -54,5 +59,5 @@ def check_answer(item: QAItem, result: GenerationResult, languages: LanguageChec
         refusal_ok=refused != item.answerable,
         language_ok=language_ok,
         detected_language=detected,
-        length_ok=min_chars <= len(text) <= max_chars,
+        length_ok=length.min_chars <= len(text) <= length.max_chars(item.answer),
     )

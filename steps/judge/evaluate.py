@@ -78,8 +78,7 @@ def evaluate(items: list[QAItem], generator: Engine, judge: Engine, adapters: di
             recorded[role] = AnswerRecord(
                 text=result.text, finish_reason=result.finish_reason,
                 completion_tokens=result.completion_tokens,
-                checks=check_answer(item, result, languages, settings.min_answer_chars,
-                                    settings.max_answer_chars),
+                checks=check_answer(item, result, languages, settings.length),
                 verdict=verdict, grade=verdict.counted_as(role),
             )
         records.append(ItemRecord(

@@ -11,6 +11,12 @@ The gate rule (every criterion must hold; `conf` = GateSettings.confidence, inte
   5. refusals:  if min_refusal_rate > 0, the candidate refused at least that share of the unanswerable
                 questions (and there is at least one, else the criterion cannot be met).
 Criteria 2-3 alone would wave through anything on a handful of items (wide intervals), hence 1.
+
+Criteria 4-5 compare the observed rates (point estimates) with the thresholds; the reason states their
+intervals. Deliberately not the interval's lower bound: a percentile-bootstrap interval of a rate that
+is 0 or 1 collapses to a point (16 of 16 stopped gives [1, 1]), so a lower-bound rule would be no stricter
+exactly where the sample is all-or-nothing, and on the small test sets of a local run (8 unanswerable
+questions) it would demand ~7 of 8 refusals for a 0.5 threshold. Small samples are guarded by criterion 1.
 """
 
 from collections.abc import Sequence
@@ -43,7 +49,7 @@ class ModelOutcomes(BaseModel):
     stopped: list[bool]
     refused: list[bool]
     answerable: list[bool]
-    language_ok: list[bool]
+    language_ok: list[bool | None]  # None: undetermined (see steps/judge/checks.py)
     length_ok: list[bool]
 
 
@@ -55,7 +61,8 @@ class ModelSummary(BaseModel):
     stop_rate: Interval | None
     refusal_rate: Interval | None  # over unanswerable questions: refused (good)
     false_refusal_rate: Interval | None  # over answerable questions: refused (bad)
-    language_rate: Interval | None
+    language_rate: Interval | None  # over the answers whose language could be determined
+    language_undetermined: int  # answers too short to tell: neither a pass nor a failure
     length_rate: Interval | None
 
 
@@ -120,7 +127,8 @@ def summarize(outcomes: ModelOutcomes, settings: GateSettings) -> ModelSummary:
         stop_rate=rate(outcomes.stopped),
         refusal_rate=rate(unanswerable),
         false_refusal_rate=rate(answerable),
-        language_rate=rate(outcomes.language_ok),
+        language_rate=rate([ok for ok in outcomes.language_ok if ok is not None]),
+        language_undetermined=sum(ok is None for ok in outcomes.language_ok),
         length_rate=rate(outcomes.length_ok),
     )
 
@@ -139,6 +147,10 @@ def _ci(interval: Interval, confidence: float) -> str:
     return f"{confidence:.0%} CI [{interval.low:+.3f}, {interval.high:+.3f}]"
 
 
+def _rate(interval: Interval, confidence: float) -> str:
+    return f"{interval.value:.3f} ({confidence:.0%} CI [{interval.low:.3f}, {interval.high:.3f}], n={interval.n})"
+
+
 def decide(candidate: ModelOutcomes, champion: ModelOutcomes, settings: GateSettings) -> GateDecision:
     """Apply the gate rule in the module docstring; the reason names every failed criterion."""
     n = len(candidate.grades)
@@ -153,6 +165,8 @@ def decide(candidate: ModelOutcomes, champion: ModelOutcomes, settings: GateSett
 
     if n < settings.min_items:
         failures.append(f"only {n} test items were evaluated, the gate needs at least {settings.min_items}")
+    else:
+        passes.append(f"{n} items (minimum {settings.min_items})")
     if a_diff is not None:
         text = f"A-rate difference {a_diff.value:+.3f} ({_ci(a_diff, conf)})"
         if a_diff.high < -settings.a_rate_tolerance - _EPS:
@@ -170,24 +184,25 @@ def decide(candidate: ModelOutcomes, champion: ModelOutcomes, settings: GateSett
     stop = summary.stop_rate
     if stop is not None:
         if stop.value < settings.min_stop_rate - _EPS:
-            failures.append(f"only {stop.value:.3f} of the candidate's answers ended with EOS, "
+            failures.append(f"only {_rate(stop, conf)} of the candidate's answers ended with EOS, "
                             f"below the minimum stop rate {settings.min_stop_rate:.3f}")
         else:
-            passes.append(f"stop rate {stop.value:.3f}")
+            passes.append(f"stop rate {_rate(stop, conf)} >= {settings.min_stop_rate:.3f}")
     if settings.min_refusal_rate > 0:
         refusal = summary.refusal_rate
         if refusal is None:
             failures.append("the test set has no unanswerable questions, so the refusal rate "
                             f"(minimum {settings.min_refusal_rate:.3f}) cannot be measured")
         elif refusal.value < settings.min_refusal_rate - _EPS:
-            failures.append(f"the candidate refused only {refusal.value:.3f} of {refusal.n} unanswerable "
+            failures.append(f"the candidate refused only {_rate(refusal, conf)} of the unanswerable "
                             f"questions, below the minimum refusal rate {settings.min_refusal_rate:.3f}")
         else:
-            passes.append(f"refusal rate {refusal.value:.3f} on {refusal.n} unanswerable questions")
+            passes.append(f"refusal rate {_rate(refusal, conf)} on unanswerable questions "
+                          f">= {settings.min_refusal_rate:.3f}")
 
     if failures:
         reason = "Gate failed: " + "; ".join(failures) + "."
     else:
-        reason = f"Gate passed on {n} items: " + "; ".join(passes) + "."
+        reason = "Gate passed: " + "; ".join(passes) + "."
     return GateDecision(passed=not failures, reason=reason, failures=failures, n=n, confidence=conf,
                         a_rate_difference=a_diff, c_rate_difference=c_diff)

@@ -9,10 +9,10 @@ from html import escape
 
 from steps.judge.gate import Interval, ModelSummary
 from steps.judge.records import EvalMetrics, ItemRecord
-from steps.judge.verdicts import Role
+from steps.judge.report_items import examples as examples_html
+from steps.judge.report_items import items_table
 
 _COLORS = {"candidate": "#2563eb", "champion": "#9ca3af"}
-_RANK = {"A": 0, "B": 1, "C": 2}
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#111827;padding:0 1rem}
@@ -128,44 +128,11 @@ def _summary_table(metrics: EvalMetrics) -> str:
             ("length_rate", "length within bounds")]
     body = "".join(f"<tr><th>{label}</th><td>{_fmt(getattr(metrics.candidate, key))}</td>"
                    f"<td>{_fmt(getattr(metrics.champion, key))}</td></tr>" for key, label in rows)
+    body += (f"<tr><th>language undetermined (too short to tell; not counted above)</th>"
+             f"<td>{metrics.candidate.language_undetermined}</td>"
+             f"<td>{metrics.champion.language_undetermined}</td></tr>")
     return (f"<table><tr><th>rate [{metrics.gate.confidence:.0%} CI]</th><th>candidate</th>"
             f"<th>{escape(metrics.champion_label)}</th></tr>{body}</table>")
-
-
-def _example(record: ItemRecord) -> str:
-    def side(role: Role) -> str:
-        answer = record.answer(role)
-        verdict = answer.verdict
-        note = (escape(verdict.rationale) if verdict.grade
-                else f"unusable verdict: {escape(verdict.error or '')}")
-        failed = [name for name in ("stopped", "refusal_ok", "language_ok", "length_ok")
-                  if not getattr(answer.checks, name)]
-        checks = "all checks passed" if not failed else "failed: " + ", ".join(failed)
-        return (f"<td><span class=\"grade\">{answer.grade}</span> <span class=\"muted\">{note}</span>"
-                f"<pre>{escape(answer.text)}</pre><span class=\"muted\">{checks}</span></td>")
-
-    kind = "answerable" if record.answerable else "unanswerable"
-    return (f"<div class=\"example\"><div><b>Question</b> ({escape(record.language)}, {kind}):</div>"
-            f"<pre>{escape(record.question)}</pre>"
-            f"<div><b>Reference</b></div><pre>{escape(record.reference)}</pre>"
-            f"<table><tr><th>candidate</th><th>champion</th></tr><tr>{side('candidate')}{side('champion')}"
-            "</tr></table></div>")
-
-
-def _examples(records: list[ItemRecord], limit: int) -> str:
-    def margin(r: ItemRecord) -> int:  # > 0: the candidate's grade is better
-        return _RANK[r.champion.grade] - _RANK[r.candidate.grade]
-
-    wins = sorted((r for r in records if margin(r) > 0), key=margin, reverse=True)[:limit]
-    losses = sorted((r for r in records if margin(r) < 0), key=margin)[:limit]
-    html = []
-    for title, chosen in (("Wins (candidate graded better)", wins),
-                          ("Losses (candidate graded worse)", losses)):
-        html.append(f"<h2>{title}: {len(chosen)} shown</h2>")
-        html.extend(_example(r) for r in chosen)
-        if not chosen:
-            html.append("<p class=\"muted\">none</p>")
-    return "".join(html)
 
 
 def render_report(metrics: EvalMetrics, records: list[ItemRecord], examples: int, run_id: str) -> str:
@@ -206,6 +173,7 @@ candidate {errors.get("candidate", 0)}, champion {errors.get("champion", 0)}.</p
 <div class="charts">{grades}{checks}{_difference_chart(metrics)}</div>
 {_summary_table(metrics)}
 {pairwise}
-{_examples(records, examples)}
+{examples_html(records, examples)}
+{items_table(records)}
 </body></html>
 """

@@ -1,6 +1,7 @@
 """The judge step end to end on the embedded model (tiny budget): real engine, real LoRA adapter, real
 SQLite MLflow registry, real artifact store."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -99,8 +100,13 @@ def test_against_the_base_model_when_there_is_no_champion(
     for role in ("candidate", "champion"):
         usable = [r[role]["verdict"] for r in rows if r[role]["verdict"]["grade"] is not None]
         assert len(usable) == 4 - metrics["unusable_verdicts"][role]
+    with (report / "items.csv").open(encoding="utf-8", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [t["question"] for t in table] == [q for q, _, _ in QUESTIONS]
+    assert [t["candidate_grade"] for t in table] == [r["candidate"]["grade"] for r in rows]
     html = (report / "report.html").read_text()
     assert 'data-testid="bar-a_rate-candidate"' in html and "base model" in html
+    assert html.count('data-testid="item-row"') == 4
     assert (tmp_path / "progress").read_text() == "24/24"  # 4 items x (2 answers + 2 verdicts + 2 orders)
 
 

@@ -84,6 +84,8 @@ def test_charts_render_to_scale(tmp_path: Path, report) -> None:
         assert boxes[testid]["tag"] == "line" and boxes[testid]["width"] > 0, testid
     for testid in ("chart-grades", "chart-checks", "chart-difference", "gate"):
         assert boxes[testid]["width"] > 100 and boxes[testid]["height"] > 50, testid
+    # The per-item table is laid out with a row per item (30 rows of at least one line each).
+    assert boxes["items-table"]["tag"] == "table" and boxes["items-table"]["height"] > 30 * 15
 
 
 def test_screenshot_shows_the_bars(tmp_path: Path, report) -> None:

@@ -36,7 +36,7 @@ def test_clearly_better_candidate_passes() -> None:
     decision = decide(candidate, champion, GateSettings())
     assert decision.passed, decision.reason
     assert decision.failures == []
-    assert decision.reason.startswith("Gate passed on 100 items")
+    assert decision.reason.startswith("Gate passed: 100 items (minimum 20); ")
     assert decision.a_rate_difference.value == pytest.approx(0.40)
     assert decision.a_rate_difference.low > 0.2
     assert decision.c_rate_difference.high < -0.2
@@ -99,13 +99,19 @@ def test_stop_and_refusal_thresholds() -> None:
     champion = outcomes("A" * 20)
     ok = decide(outcomes("A" * 20, stopped=18, unanswerable=4, refused=2), champion, settings)
     assert ok.passed, ok.reason  # exactly at both thresholds
-    low = decide(outcomes("A" * 20, stopped=17, unanswerable=4, refused=1), champion, settings)
+    assert "stop rate 0.900 (95% CI [" in ok.reason and "n=20) >= 0.900" in ok.reason
+    short = outcomes("A" * 20, stopped=17, unanswerable=4, refused=1)
+    low = decide(short, champion, settings)
     assert not low.passed
     assert len(low.failures) == 2
-    assert ("only 0.850 of the candidate's answers ended with EOS, below the minimum stop rate 0.900"
-            in low.reason)
-    assert ("refused only 0.250 of 4 unanswerable questions, below the minimum refusal rate 0.500"
-            in low.reason)
+    # Judged on the observed rates; the reason states their percentile-bootstrap intervals.
+    summary = summarize(short, settings)
+    stop, refusal = summary.stop_rate, summary.refusal_rate
+    assert stop.low < 0.85 < stop.high and refusal.low == 0.0
+    assert (f"only 0.850 (95% CI [{stop.low:.3f}, {stop.high:.3f}], n=20) of the candidate's answers ended "
+            "with EOS, below the minimum stop rate 0.900" in low.reason)
+    assert (f"refused only 0.250 (95% CI [{refusal.low:.3f}, {refusal.high:.3f}], n=4) of the unanswerable "
+            "questions, below the minimum refusal rate 0.500" in low.reason)
 
 
 def test_refusal_rate_unmeasurable_fails_unless_disabled() -> None:
@@ -146,6 +152,13 @@ def test_summary_rates_and_empty_groups() -> None:
     assert summary.refusal_rate.value == 0.5 and summary.refusal_rate.n == 2
     assert summary.false_refusal_rate.value == 0.0 and summary.false_refusal_rate.n == 2
     assert summarize(outcomes("AB"), LENIENT).refusal_rate is None
+
+
+def test_undetermined_language_is_neither_a_pass_nor_a_failure() -> None:
+    mixed = outcomes("AAAA").model_copy(update={"language_ok": [True, None, False, None]})
+    summary = summarize(mixed, LENIENT)
+    assert (summary.language_rate.value, summary.language_rate.n) == (0.5, 2)
+    assert summary.language_undetermined == 2
 
 
 def test_paired_difference_refuses_misaligned_outcomes() -> None:

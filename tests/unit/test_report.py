@@ -3,8 +3,10 @@
 import re
 from html import escape
 
+from steps.judge.records import ItemRecord, measure
 from steps.judge.report import render_report
-from tests.fixtures.report_data import INJECTED, sample_report
+from steps.judge.settings import GateSettings
+from tests.fixtures.report_data import INJECTED, make_answer, make_record, sample_report
 
 
 def test_model_text_is_escaped_and_nothing_executes() -> None:
@@ -54,15 +56,76 @@ def test_measure_counts_what_the_report_shows() -> None:
     assert metrics.gate.n == metrics.n_items == 30
 
 
+def _sections(html: str) -> tuple[str, str, str]:
+    """(wins, losses, items table) parts of the page."""
+    wins = html.split('data-testid="wins"')[1].split('data-testid="losses"')[0]
+    losses = html.split('data-testid="losses"')[1].split('data-testid="items-table"')[0]
+    return wins, losses, html.split('data-testid="items-table"')[1]
+
+
+def _shown(section: str) -> list[int]:
+    return [int(n) for n in re.findall(r"<pre>Question (\d+):", section)]
+
+
 def test_gate_decision_and_examples() -> None:
     metrics, records = sample_report()
     html = render_report(metrics, records, examples=2, run_id="r")
     gate = re.search(r'<div data-testid="gate" class="gate (\w+)">(.*?)</div>', html, re.DOTALL)
     assert gate.group(1) == ("pass" if metrics.gate.passed else "fail")
     assert gate.group(2) == escape(metrics.gate.reason)
-    assert "Wins (candidate graded better): 2 shown" in html
-    assert "Losses (candidate graded worse): 2 shown" in html
-    assert "&lt;script&gt;" in html.split("Wins")[1].split("Losses")[0]  # item 1 (A vs C) is a top win
-    assert "unusable verdict: judge output is not JSON" in html.split("Losses")[1]
+    wins, losses, _ = _sections(html)
+    # Grade first; among the A-vs-C wins, 21 (champion in the wrong language) before 6, then 1.
+    assert _shown(wins) == [21, 6] and "Wins (candidate better): 2 shown" in wins
+    assert _shown(losses) == [2, 29] and "Losses (candidate worse): 2 shown" in losses
+    assert "Decided by</b> grade A vs C" in wins and "Decided by</b> grade C vs A" in losses
+    two, twenty_nine = losses.split('<div class="example">')[1:]
+    assert "unusable verdict: judge output is not JSON" in two
+    assert twenty_nine.count("failed: stopped") == 2  # cut at the token limit on both sides
     assert "champion v3" in html
-    assert "failed: length_ok" in html or "failed: stopped" in html
+    more_wins, _, _ = _sections(render_report(metrics, records, examples=5, run_id="r"))
+    assert 1 in _shown(more_wins) and "&lt;script&gt;" in more_wins  # the injected answer, escaped
+
+
+def test_all_a_grades_are_ranked_by_checks_then_preference() -> None:
+    """A small judge grades everything A: wins and losses come from the deterministic checks and the
+    pairwise preference."""
+    def record(i: int, candidate: dict, champion: dict, answerable: bool = True,
+               preference: str | None = None) -> ItemRecord:
+        return make_record(i, make_answer(f"cand {i}", "A", "candidate", answerable=answerable, **candidate),
+                           make_answer(f"champ {i}", "A", "champion", answerable=answerable, **champion),
+                           answerable=answerable, preference=preference)
+
+    records = [
+        record(0, {}, {"stopped": False}),  # win: only the candidate stopped
+        record(1, {"refused": False}, {"refused": True}, answerable=False),  # loss: a missed refusal
+        record(2, {"length_ok": False}, {}),  # loss on length, a weaker tier than stop and refusal
+        record(3, {}, {}, preference="candidate"),  # win by preference only
+        record(4, {}, {}, preference="tie"),  # a tie: shown in neither
+        record(5, {"language_ok": None}, {}),  # an undetermined language decides nothing: a tie
+        record(6, {"stopped": False, "length_ok": False}, {"language_ok": False}),  # loss: stop outranks
+    ]
+    metrics = measure(records, None, GateSettings(min_items=1, bootstrap_samples=100), {})
+    assert metrics.candidate.a_rate.value == metrics.champion.a_rate.value == 1.0
+    wins, losses, table = _sections(render_report(metrics, records, examples=5, run_id="r"))
+    assert _shown(wins) == [0, 3]
+    assert _shown(losses) == [1, 6, 2]  # the gated-check losses before the length loss
+    assert "same grade A; checks: stopped candidate yes, champion no" in wins
+    assert "pairwise judge preferred the candidate" in wins
+    assert "refusal_ok candidate no, champion yes" in losses
+    outcomes = re.findall(r'<tr data-testid="item-row"><td>(\d+)</td>.*?<td title="[^"]*">(\w+)</td>', table)
+    assert outcomes == [("0", "win"), ("1", "loss"), ("2", "loss"), ("3", "win"), ("4", "tie"),
+                        ("5", "tie"), ("6", "loss")]
+
+
+def test_items_table_has_one_escaped_row_per_item_with_grades_and_checks() -> None:
+    metrics, records = sample_report()
+    *_, table = _sections(render_report(metrics, records, examples=0, run_id="r"))
+    rows = re.findall(r'<tr data-testid="item-row">(.*?)</tr>', table)
+    assert len(rows) == len(records) == 30
+    assert "<i>" not in table and "&quot;&lt;i&gt;clause&lt;/i&gt;&quot; &amp; rule" in rows[0]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    # Item 1: candidate A, champion C; item 2: the unusable candidate verdict counted as C.
+    assert (cells[1][5], cells[1][7]) == ("A", "C") and (cells[2][5], cells[2][7]) == ("C", "A")
+    assert cells[9][6] == "stop&nbsp;✗ refusal&nbsp;✓ language&nbsp;✓ length&nbsp;✓"  # candidate cut off
+    assert cells[3][6].startswith("stop&nbsp;✓ refusal&nbsp;✓ language&nbsp;✗")  # wrong language
+    assert all(row[9] in ("candidate", "champion", "tie") for row in cells)
