@@ -1,7 +1,9 @@
 """Runs one step in its own process, as a pod would: `python -m pipelines.step_process ENTRY IN OUT`.
 
 It validates the inputs into the step's Input model, calls the same `run()` Hera's runner calls in a
-container, and writes the outputs atomically. Exit code 75 marks a transient failure worth retrying.
+container, and writes the outputs atomically. A step's `run` is wrapped in `@transient_exit`, so a
+TransientError leaves this process with exit code 75 (a transient failure worth retrying), exactly as
+in a pod; any other exception exits 1.
 """
 
 import importlib
@@ -10,8 +12,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-
-from steps.common.contract import EXIT_TRANSIENT, TransientError
 
 
 def main(argv: list[str]) -> int:
@@ -22,9 +22,6 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         outputs = func(inputs_model.model_validate_json(Path(inputs_path).read_text()))
-    except TransientError:
-        traceback.print_exc()
-        return EXIT_TRANSIENT
     except Exception:  # noqa: BLE001 - the step's own failure: report it and exit non-zero
         traceback.print_exc()
         return 1

@@ -6,8 +6,6 @@
 UI_REPORT_PATH = "/tmp/eurolora/ui/report.html"
 UI_REPORT_ARTIFACT = "html-report"
 
-# Entry module every step pod runs: Hera's runner plus "TransientError -> exit 75" (see step_runner.py).
-STEP_RUNNER_MODULE = "pipelines.argo.step_runner"
 # Hera's runner writes each output parameter to <dir>/parameters/<name>.
 OUTPUTS_DIR = "/tmp/hera-outputs"
 SCRATCH_DIR = "/scratch"

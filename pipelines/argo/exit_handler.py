@@ -13,7 +13,7 @@ from typing import Any
 
 from hera.workflows.io import Input
 
-from steps.common.contract import RuntimeContext, TransientError
+from steps.common.contract import RuntimeContext, TransientError, transient_exit
 from steps.common.storage import StorageError, join_uri
 
 STATUS_FILE = "workflow-status.json"
@@ -41,6 +41,7 @@ def parse_failures(raw: str) -> list[dict[str, Any]]:
     return [{k: item.get(k) for k in _FAILURE_FIELDS if k in item} for item in value if isinstance(item, dict)]
 
 
+@transient_exit
 def record(inputs: ExitInputs) -> None:
     try:
         duration_s: float | None = round(float(inputs.duration), 1)

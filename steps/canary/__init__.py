@@ -36,7 +36,7 @@ from hera.workflows.io import Input, Output
 from pydantic import Field
 
 from steps.canary.settings import CanarySettings
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.engines.base import EngineSettings
 from steps.common.registry_settings import RegistrySettings
 
@@ -74,6 +74,7 @@ def _copy_for_argo_ui(report_dir: Path) -> None:
         shutil.copyfile(report_dir / HTML_FILE, target)
 
 
+@transient_exit
 def run(inputs: CanaryInputs) -> CanaryOutputs:
     from steps.canary import report
     from steps.canary.flow import Canary, begin_state, close_quietly, run_canary

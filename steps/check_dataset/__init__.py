@@ -9,7 +9,7 @@ import logging
 from hera.workflows.io import Input, Output
 
 from steps.check_dataset.settings import CheckDatasetSettings
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.registry_settings import RegistrySettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class CheckDatasetOutputs(Output):
     base_model_digest: str  # lineage for the registered adapter
 
 
+@transient_exit
 def run(inputs: CheckDatasetInputs) -> CheckDatasetOutputs:
     from steps.common.models import model_digest
     from steps.common.registry import CHAMPION, Registry

@@ -1,15 +1,18 @@
 """What every step shares: the runtime context it receives and the way it publishes its outputs.
 
 A step module defines `<Step>Inputs(Input)`, `<Step>Outputs(Output)` (Hera's pydantic IO models, so
-Hera's runner can call it in a container) and `run(inputs) -> outputs`. The local runner calls the
-same `run`. Every Inputs carries a `context: RuntimeContext`: where the run's artifacts live and the
-residency policy the step must enforce at run time.
+Hera's runner can call it in a container) and `run(inputs) -> outputs`, decorated with
+`@transient_exit`. The local runner calls the same `run`. Every Inputs carries a `context:
+RuntimeContext`: where the run's artifacts live and the residency policy the step must enforce at run time.
 """
 
+import functools
+import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from pydantic import BaseModel
 
@@ -17,7 +20,11 @@ from steps.common.errors import EXIT_TRANSIENT, TransientError
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import ArtifactStore, StorageSettings, join_uri
 
-__all__ = ["EXIT_TRANSIENT", "RuntimeContext", "TransientError", "publishing"]
+__all__ = ["EXIT_TRANSIENT", "RuntimeContext", "TransientError", "publishing", "transient_exit"]
+
+log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class RuntimeContext(BaseModel):
@@ -50,3 +57,25 @@ def publishing(context: RuntimeContext, step: str, name: str) -> Iterator[tuple[
     with tempfile.TemporaryDirectory(prefix=f"{step}-{name}-", dir=context.scratch()) as tmp:
         yield Path(tmp), uri
         context.store().publish_dir(Path(tmp), uri)
+
+
+def transient_exit(run: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A step's `run` that exits with EXIT_TRANSIENT (75) when it raises TransientError.
+
+    Hera's runner (`python -m hera.workflows.runner -e steps.<step>:run`, what every pod runs) and the
+    local runner (pipelines/step_process.py) both call `run`; Hera's runner catches only Exception, so the
+    SystemExit raised here becomes the process's exit code, which the retryStrategy (and the local runner)
+    retry on; every other exception still exits 1. functools.wraps keeps the name, module and annotations
+    (and `__wrapped__`, which inspect.signature follows) that Hera and the compiler read.
+    """
+
+    @functools.wraps(run)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return run(*args, **kwargs)
+        except TransientError as exc:
+            log.exception("%s.%s: transient failure, exit %d (retried)", run.__module__, run.__name__,
+                          EXIT_TRANSIENT)
+            raise SystemExit(EXIT_TRANSIENT) from exc
+
+    return wrapper

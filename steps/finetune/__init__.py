@@ -11,7 +11,7 @@ from typing import Any
 
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext, publishing
+from steps.common.contract import RuntimeContext, publishing, transient_exit
 from steps.common.registry_settings import RegistrySettings
 from steps.finetune.settings import FinetuneSettings
 
@@ -33,6 +33,7 @@ class FinetuneOutputs(Output):
     val_loss: float
 
 
+@transient_exit
 def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     from transformers import AutoTokenizer
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext, publishing
+from steps.common.contract import RuntimeContext, publishing, transient_exit
 from steps.generate_qa.settings import GenerateQASettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class GenerateQAOutputs(Output):
     dataset_digest: str
 
 
+@transient_exit
 def run(inputs: GenerateQAInputs) -> GenerateQAOutputs:
     from steps.common.engines import make_engine
     from steps.generate_qa.artifact import write_artifact

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext, publishing
+from steps.common.contract import RuntimeContext, publishing, transient_exit
 from steps.common.storage import local_path
 from steps.ingest.quarantine import QuarantineRecord
 from steps.ingest.settings import IngestSettings
@@ -51,6 +51,7 @@ class IngestOutputs(Output):
     chunks_digest: str
 
 
+@transient_exit
 def run(inputs: IngestInputs) -> IngestOutputs:
     from steps.common.language import LanguageDetector
     from steps.common.models import resolve_model_dir

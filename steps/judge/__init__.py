@@ -18,7 +18,7 @@ from pathlib import Path
 from hera.workflows.io import Input, Output
 from pydantic import Field
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.registry_settings import RegistrySettings
 from steps.judge.settings import JudgeSettings
 
@@ -73,6 +73,7 @@ def _copy_for_argo_ui(report: Path) -> None:
         shutil.copyfile(report, target)
 
 
+@transient_exit
 def run(inputs: JudgeInputs) -> JudgeOutputs:
     import json
 

@@ -37,7 +37,7 @@ from hera.workflows.io import Input, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from steps.common.backup import BACKUP_ERROR_TAG, BACKUP_TAG, ensure_backup
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.storage import MANIFEST_NAME, join_uri
@@ -170,6 +170,7 @@ def _backup_before_promotion(inputs: PromoteInputs, registry: Registry, version:
              record.retain_until)
 
 
+@transient_exit
 def run(inputs: PromoteInputs) -> PromoteOutputs:
     context = inputs.context
     expected = inputs.expected_champion_version.strip() or None

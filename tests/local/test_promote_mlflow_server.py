@@ -89,14 +89,14 @@ def test_registry_down_fails_transiently_and_moves_no_alias(context: RuntimeCont
 
     started = time.monotonic()
     with pytest.raises(TransientError, match=rf"MLflow registry at {closed} unreachable during .*Connection"):
-        run(inputs)
+        run.__wrapped__(inputs)  # the step itself, without transient_exit's exit-75 mapping
     elapsed = time.monotonic() - started
     assert elapsed < 30, f"an unreachable registry took {elapsed:.1f}s to fail"
     assert state() == before
 
 
 def _step_runner(inputs: object, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    """Run promote as its pod does: Hera's runner through pipelines.argo.step_runner, inputs as parameters."""
+    """Run promote as its pod does: Hera's runner, inputs as parameters."""
     args = [{"name": name, "value": value if isinstance(value, str) else json.dumps(value)}
             for name, value in inputs.model_dump(mode="json").items()]
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def _step_runner(inputs: object, tmp_path: Path) -> tuple[subprocess.CompletedPr
     outputs = tmp_path / "outputs"
     env = {**os.environ, "hera__outputs_directory": str(outputs), "PYTHONPATH": str(REPO_ROOT),
            "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.argo.step_runner", "-e", "steps.promote:run",
+    proc = subprocess.run([sys.executable, "-m", "hera.workflows.runner", "-e", "steps.promote:run",
                            str(tmp_path / "inputs.json")],
                           capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT, check=False)
     return proc, outputs / "parameters"

@@ -150,7 +150,7 @@ def test_backup_outage_fails_promote_as_transient_and_keeps_the_champion(
         "s3": {"endpoint_url": dead, "addressing_style": "path", "connect_timeout_s": 0.5,
                "max_attempts": 1}})
     with pytest.raises(TransientError, match="unreachable"):
-        run(inputs)
+        run.__wrapped__(inputs)  # the step itself, without transient_exit's exit-75 mapping
     model = mlflow_client(mlflow_sqlite_uri).get_registered_model(mlflow_model)
     assert "champion" not in model.aliases  # no champion without a backup
     version = mlflow_client(mlflow_sqlite_uri).get_model_version(mlflow_model, model.aliases["challenger"])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext, TransientError, publishing
+from steps.common.contract import RuntimeContext, TransientError, publishing, transient_exit
 
 
 class CountInputs(Input):
@@ -19,6 +19,7 @@ class CountOutputs(Output):
     n_files: int
 
 
+@transient_exit
 def run(inputs: CountInputs) -> CountOutputs:
     _maybe_fail("count")
     files = inputs.context.store().download_prefix(inputs.corpus_uri, inputs.context.scratch() / "dl")

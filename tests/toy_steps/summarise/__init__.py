@@ -2,7 +2,7 @@
 
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from tests.toy_steps.count import _maybe_fail
 
 
@@ -16,6 +16,7 @@ class SummariseOutputs(Output):
     large: bool
 
 
+@transient_exit
 def run(inputs: SummariseInputs) -> SummariseOutputs:
     _maybe_fail("summarise")
     local = inputs.context.store().materialize(inputs.counts_uri, inputs.context.scratch())

@@ -3,7 +3,7 @@ from typing import Annotated
 from hera.workflows import Parameter
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.finetune.settings import FinetuneSettings
 
 
@@ -21,5 +21,6 @@ class FinetuneOutputs(Output):
     final_loss: float = 0.0
 
 
+@transient_exit
 def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     return FinetuneOutputs(adapter_uri=inputs.context.output_uri("finetune", "adapter"), final_loss=0.5)

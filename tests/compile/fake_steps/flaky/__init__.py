@@ -1,6 +1,6 @@
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import TransientError
+from steps.common.contract import TransientError, transient_exit
 
 
 class FlakyInputs(Input):
@@ -11,6 +11,7 @@ class FlakyOutputs(Output):
     answer: int
 
 
+@transient_exit
 def run(inputs: FlakyInputs) -> FlakyOutputs:
     if inputs.failure == "transient":
         raise TransientError("endpoint unreachable")

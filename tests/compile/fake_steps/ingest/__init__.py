@@ -1,6 +1,6 @@
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.ingest.settings import IngestSettings
 
 
@@ -16,5 +16,6 @@ class IngestOutputs(Output):
     n_chunks: int = 0
 
 
+@transient_exit
 def run(inputs: IngestInputs) -> IngestOutputs:
     return IngestOutputs(chunks_uri=inputs.context.output_uri("ingest", "chunks"), n_chunks=1)

@@ -1,6 +1,6 @@
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.judge.settings import JudgeSettings
 
 
@@ -19,5 +19,6 @@ class JudgeOutputs(Output):
     passed: bool
 
 
+@transient_exit
 def run(inputs: JudgeInputs) -> JudgeOutputs:
     return JudgeOutputs(report_uri="", candidate_a_rate=0.5, champion_a_rate=0.4, n_items=20, passed=True)

@@ -1,6 +1,6 @@
 from hera.workflows.io import Input, Output
 
-from steps.common.contract import RuntimeContext
+from steps.common.contract import RuntimeContext, transient_exit
 from steps.promote.settings import PromoteSettings
 
 
@@ -17,5 +17,6 @@ class PromoteOutputs(Output):
     version: str = ""
 
 
+@transient_exit
 def run(inputs: PromoteInputs) -> PromoteOutputs:
     return PromoteOutputs(promoted=inputs.passed, version="1")
