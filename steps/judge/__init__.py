@@ -81,8 +81,8 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
     from steps.common.engines import make_engine
     from steps.judge.dataset import TEST_FILE, load_items
     from steps.judge.evaluate import evaluate
-    from steps.judge.records import measure
     from steps.judge.item_table import write_csv
+    from steps.judge.records import measure
     from steps.judge.report import render_report
 
     started = time.perf_counter()
@@ -114,8 +114,8 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
         with Path(out_dir, ITEMS_FILE).open("w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n"
                               for r in records)
-        Path(out_dir, REPORT_FILE).write_text(
         write_csv(records, Path(out_dir, ITEMS_TABLE_FILE))
+        Path(out_dir, REPORT_FILE).write_text(
             render_report(metrics, records, settings.report_examples, context.run_id),
             encoding="utf-8")
     _copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)
