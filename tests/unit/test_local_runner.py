@@ -1,14 +1,17 @@
 """The local runner on a toy pipeline: real subprocesses, real artifact store, real cache."""
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from pipelines.config import load_config
-from pipelines.local.display import LineDisplay
+from pipelines.local.display import LineDisplay, RichDisplay
 from pipelines.local.runner import LocalRunner, RunInterrupted, StepFailed
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline, When
 from steps.common.storage import local_path
@@ -50,6 +53,21 @@ def test_run_records_every_step_and_summary(workdir: Path) -> None:
     for step in ("count", "summarise", "announce"):
         for name in ("inputs.json", "outputs.json", "log.txt", "timing.json"):
             assert (run_dir / "steps" / step / name).is_file()
+
+
+def test_the_live_display_on_a_terminal_shows_every_step_as_it_goes_and_how_it_ended(workdir: Path) -> None:
+    (workdir / "corpus" / "c.md").unlink()  # two files: `announce` is skipped
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
+    LocalRunner(config, TOY, RichDisplay(console)).run()
+    # Each redraw starts with a carriage return; the last word of a step's line is its status.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    frames = [{word: line.split()[-1] for line in frame.splitlines() for word in line.split()
+               if word in ("count", "summarise", "announce")} for frame in text.split("\r")]
+    assert {"count": "running", "summarise": "pending", "announce": "pending"} in frames
+    assert {"count": "succeeded", "summarise": "running", "announce": "pending"} in frames
+    assert frames[-1] == {"count": "succeeded", "summarise": "succeeded", "announce": "skipped"}
 
 
 def test_second_identical_run_reuses_every_step(workdir: Path) -> None:
