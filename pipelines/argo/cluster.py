@@ -1,6 +1,7 @@
 """Cluster manifests for the namespace the pipeline runs in, generated from the same config as the
 workflows: namespace, least-privilege RBAC, a default-deny NetworkPolicy that lets workflow pods reach
-only DNS, the API server (Argo's executor) and the configured EU endpoints, the artifact repository,
+only DNS, the API server (Argo's executor) and the configured EU endpoints (in-cluster ones by the pods
+behind them, external ones by CIDR), the artifact repository,
 the memoization cache, and a template of the Secrets the workflows reference (names only, no values).
 """
 
@@ -11,9 +12,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipelines.argo import constants as C
-from pipelines.argo.compiler import s3_endpoint
+from pipelines.argo.checks import pod_endpoints, s3_endpoint
 from pipelines.config import PipelineConfig
-from steps.common.residency import LOOPBACK_HOSTS
 
 WORKFLOW_ROLE_RULES = [
     # Argo v3.4+: the executor (wait container) reports outputs as WorkflowTaskResults; nothing else.
@@ -65,29 +65,12 @@ def artifact_repository(config: PipelineConfig) -> dict[str, Any]:
 
 
 def _endpoints(config: PipelineConfig) -> list[tuple[str, str, int]]:
-    """(config key, host, port) of every endpoint a step pod may call."""
+    """(config key, host, port) of every endpoint a step pod may call, one per host and port."""
     found: dict[tuple[str, int], str] = {}
-
-    def walk(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{key}.{k}" if key else k)
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{key}[{i}]")
-        elif isinstance(node, str) and node.lower().startswith(("http://", "https://")):
-            if key == "argo.server_url":  # used by the CLI, not by pods
-                return
-            parts = urlsplit(node)
-            host = (parts.hostname or "").lower()
-            if host and host not in LOOPBACK_HOSTS:
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                found.setdefault((host, port), key)
-
-    walk(config.model_dump(mode="json"), "")
-    s3 = urlsplit(s3_endpoint(config))
-    found.setdefault(((s3.hostname or "").lower(), s3.port or (443 if s3.scheme == "https" else 80)),
-                     "storage.s3.endpoint_url")
+    for key, url in pod_endpoints(config):
+        parts = urlsplit(url)
+        if parts.hostname:
+            found.setdefault((parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)), key)
     return [(key, host, port) for (host, port), key in found.items()]
 
 
@@ -108,11 +91,14 @@ def network_policy(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
     for key, host, port in sorted(_endpoints(config), key=lambda e: (e[1], e[2])):
         labels = host.split(".")
         if host.endswith((".svc.cluster.local", ".svc")):
-            if len(labels) < 3:
-                warnings.append(f"{key}: cannot tell the namespace of {host}; no egress rule")
+            pods = net.service_pods.get(host)
+            if len(labels) < 3 or pods is None:
+                warnings.append(f"{key}: no argo.network.service_pods entry for {host} (the labels of the pods "
+                                "behind it); the NetworkPolicy blocks it")
                 continue
-            egress.append({"to": [{"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": labels[1]}}}], "ports": [{"protocol": "TCP", "port": port}]})
+            egress.append({"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}},
+                                   "podSelector": {"matchLabels": dict(pods.labels)}}],
+                           "ports": [{"protocol": "TCP", "port": pods.target_port or port}]})
         elif net.external_cidrs.get(host):
             egress.append({"to": [{"ipBlock": {"cidr": c}} for c in net.external_cidrs[host]],
                            "ports": [{"protocol": "TCP", "port": port}]})

@@ -1,12 +1,14 @@
 """Compiles the pipeline (pipelines/spec.py) into Argo objects with Hera: a versioned WorkflowTemplate,
 a Workflow that references it, and a nightly CronWorkflow. Generic over the Pipeline: every node becomes
-one script template run by Hera's runner on its image family, and one DAG task.
+one script template run by Hera's runner (`python -m hera.workflows.runner -e steps.<step>:run`) on its
+image family, and one DAG task. Nodes that share a mutex (promote and canary) become one sub-DAG template
+that holds the mutex while all of them run, so no other run can slip in between them.
 
 Bindings become arguments: FromConfig -> a workflow parameter (overridable at submit), FromStep -> the
 upstream task's output parameter, FromRun("context") -> the RuntimeContext JSON (run id = workflow name,
 scratch on an emptyDir; not a parameter, so the residency policy cannot be overridden at submit),
 FromRun("code_version") -> the compiled pipeline code version. Argument names are the template's input
-names, derived by Hera from each step's Input model (its Parameter annotations, else the field name).
+names, derived from each step's Input model as Hera derives them (pipelines/argo/stepio.py).
 
 Deterministic: the same config and code give byte-identical YAML (no timestamps, no random names).
 """
@@ -29,49 +31,36 @@ from hera.workflows import (
     WorkflowTemplate,
 )
 from hera.workflows import models as m
-from hera.workflows.io._io_mixins import _construct_io_from_fields
-from pydantic import BaseModel
 
 from pipelines.argo import constants as C
+from pipelines.argo.checks import CompileError, cluster_problems, pinned_regions
 from pipelines.argo.settings import ArgoSettings, Resources
+from pipelines.argo.stepio import (
+    TEMPLATE_NAME_RE,
+    StepIO,
+    parameter_name,
+    serialize_value,
+    step_io,
+    task_name,
+)
 from pipelines.code_version import pipeline_code_version, step_code_version
 from pipelines.config import PipelineConfig
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
-from steps.common.residency import OFFLINE_ENV, ResidencyError
+from steps.common.residency import OFFLINE_ENV
 from steps.judge import UI_REPORT_ENV
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "pipeline"
 EXIT_DAG = "exit-handler"
 EXIT_TEMPLATE = "record-exit"
+MUTEX_PREFIX = "mutex-"  # the sub-DAG holding a mutex for its steps: mutex-<name>
 REGION_LABEL = "topology.kubernetes.io/region"
 RETRY_EXPRESSION = f'lastRetry.status == "Error" || asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}'
-# Argo's own name rules (workflow/validate): templates and tasks; parameters and artifacts.
-TEMPLATE_NAME_RE = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
-PARAM_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
+MAX_METRICS = 100  # the CRD's maxItems for a template's metrics.prometheus
 _METRIC_NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
 _NUMERIC = (int, float)
 RUN_ID = "{{workflow.name}}"
-
-
-class CompileError(ValueError):
-    """Everything that stops the pipeline from compiling for a cluster, one problem per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("cannot compile for Argo:\n" + "\n".join(f"  - {p}" for p in problems))
-        self.problems = problems
-
-
-@dataclass
-class StepIO:
-    """A node's Argo-facing IO: Input field -> template parameter name, output parameter names and types."""
-
-    node: Node
-    task: str
-    inputs: dict[str, str]
-    outputs: dict[str, str]  # output field -> parameter name
-    output_types: dict[str, Any]
 
 
 @dataclass
@@ -87,23 +76,16 @@ class CompiledPipeline:
     warnings: list[str] = field(default_factory=list)
 
 
-# ---- names and values ------------------------------------------------------------------------------
-def task_name(step: str) -> str:
-    return step.replace("_", "-")
+@dataclass
+class MutexGroup:
+    """The nodes sharing one mutex: compiled into one sub-DAG that holds it while they all run."""
 
+    mutex: str
+    nodes: list[Node]
 
-def parameter_name(config_path: str) -> str:
-    """Workflow parameter of a FromConfig binding: `judge.judge_engine` -> `judge-judge-engine`."""
-    return re.sub(r"[._]", "-", config_path)
-
-
-def serialize_value(value: Any) -> str:
-    """How Hera's runner expects a parameter: strings raw, models and everything else as JSON."""
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)
+    @property
+    def name(self) -> str:
+        return MUTEX_PREFIX + task_name(self.mutex)
 
 
 def package_version() -> str:
@@ -115,97 +97,10 @@ def package_version() -> str:
         return "0.0.0"
 
 
-def _when(step: str, output: str, equals: str) -> str:
-    ref = f"{{{{tasks.{task_name(step)}.outputs.parameters.{output}}}}}"
+def _when(ref: str, equals: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_.-]+", equals):
         return f"{ref} == {equals}"
     return f"'{ref}' == '{equals}'"
-
-
-# ---- checks ----------------------------------------------------------------------------------------
-def pinned_regions(config: PipelineConfig) -> list[str]:
-    allowed = [r.lower() for r in config.residency.allowed_regions]
-    wanted = [r.lower() for r in config.argo.node_regions] or allowed
-    return [r for r in dict.fromkeys(wanted) if r in allowed]
-
-
-def s3_endpoint(config: PipelineConfig) -> str:
-    s3 = config.storage.s3
-    return s3.endpoint_url or f"https://s3.{s3.region}.amazonaws.com"
-
-
-def cluster_problems(config: PipelineConfig) -> list[str]:
-    """What a cluster run needs beyond a valid config: EU regions and endpoints, shared storage."""
-    policy, argo = config.residency, config.argo
-    problems: list[str] = []
-
-    def check(fn: Any, value: str, key: str) -> None:
-        try:
-            fn(value, key)
-        except ResidencyError as exc:
-            problems.append(str(exc))
-
-    for i, region in enumerate(argo.node_regions):
-        check(policy.check_region, region, f"argo.node_regions[{i}]")
-    if not pinned_regions(config):
-        problems.append("argo.node_regions: no region left that residency.allowed_regions allows; pods could "
-                        "not be pinned to the EU")
-    check(policy.check_region, config.storage.s3.region, "storage.s3.region")
-    check(policy.check_url, s3_endpoint(config), "storage.s3.endpoint_url")
-    check(policy.check_url, f"https://{argo.images.registry_host}/", "argo.images.registry")
-    if argo.server_url:
-        check(policy.check_url, argo.server_url, "argo.server_url")
-    if not config.storage.artifact_root.startswith("s3://"):
-        problems.append(f"storage.artifact_root={config.storage.artifact_root!r}: pods share no file system; "
-                        "use an s3:// URI in the EU bucket")
-    if not config.corpus.startswith("s3://"):
-        problems.append(f"corpus={config.corpus!r}: pods cannot read this machine's files; upload the corpus "
-                        "and use its s3:// prefix")
-    uri = config.registry.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        problems.append(f"registry.tracking_uri={uri!r}: pods need an MLflow server (http(s)://...)")
-    else:
-        check(policy.check_url, uri, "registry.tracking_uri")
-    if config.base_model == "embedded":
-        problems.append("base_model='embedded': the embedded model is only installed for local runs; use the "
-                        "s3:// URI of the base model in the EU bucket")
-    return problems
-
-
-def step_io(node: Node) -> StepIO:
-    """Map the node's Input/Output models to Argo parameter names (what Hera's runner reads and writes)."""
-    problems = []
-    inputs: dict[str, str] = {}
-    model = node.inputs_model()
-    required = {name for name, f in model.model_fields.items() if f.is_required()}
-    for fld, _, io in _construct_io_from_fields(model):
-        if isinstance(io, Artifact):
-            problems.append(f"step {node.name}: input {fld} is an Argo artifact; steps exchange URIs (str)")
-        else:
-            inputs[fld] = io.name
-    for fld in node.bindings:
-        if fld not in inputs:
-            problems.append(f"step {node.name}: binding {fld!r} is not a field of {model.__name__} "
-                            f"(fields: {sorted(inputs)})")
-    for fld in sorted(required - set(node.bindings)):
-        problems.append(f"step {node.name}: required input {fld!r} of {model.__name__} has no binding")
-    outputs: dict[str, str] = {}
-    output_types: dict[str, Any] = {}
-    out_model = node.outputs_model()
-    for fld, info, io in _construct_io_from_fields(out_model):
-        if fld in ("exit_code", "result"):
-            continue
-        if isinstance(io, Artifact):
-            problems.append(f"step {node.name}: output {fld} is an Argo artifact; publish it and return its URI")
-            continue
-        outputs[fld] = io.name
-        output_types[fld] = info.annotation
-    for name in [*inputs.values(), *outputs.values()]:
-        if not PARAM_NAME_RE.match(name):
-            problems.append(f"step {node.name}: parameter name {name!r} is not valid in Argo")
-    if problems:
-        raise CompileError(problems)
-    return StepIO(node, task_name(node.name), inputs, outputs, output_types)
 
 
 # ---- the compiler ----------------------------------------------------------------------------------
@@ -238,6 +133,11 @@ class _Compiler:
             tasks[task] = node.name
             if node.memoize:
                 tasks[f"{task}-memo-key"] = node.name
+            if node.mutex:  # the sub-DAG of the mutex shares the template namespace with the steps
+                group = MUTEX_PREFIX + task_name(node.mutex)
+                owner = tasks.setdefault(group, f"mutex {node.mutex}")
+                if owner != f"mutex {node.mutex}":
+                    problems.append(f"mutex {node.mutex!r}: its sub-DAG name {group!r} is taken by step {owner}")
             for fld, binding in node.bindings.items():
                 if isinstance(binding, FromStep):
                     up = self.io[binding.step]
@@ -253,6 +153,10 @@ class _Compiler:
             if node.when and node.when.output not in self.io[node.when.step].outputs:
                 problems.append(f"step {node.name}: `when` reads {node.when.step}.{node.when.output}, which is "
                                 "not an output of that step")
+            mutexes = {self.pipeline.node(up).mutex or "" for up in node.upstream} - {"", node.mutex or ""}
+            for mutex in sorted(mutexes):
+                problems.append(f"step {node.name} follows a step of mutex {mutex!r}, whose steps run inside one "
+                                "sub-DAG: only steps of the same mutex may follow them")
         for step in [*self.argo.step_resources, *self.argo.step_timeouts_s]:
             if step not in {n.name for n in self.nodes}:
                 self.warnings.append(f"argo: settings for step {step!r}, which is not in the pipeline")
@@ -310,10 +214,10 @@ class _Compiler:
         return items
 
     def _resources(self, res: Resources) -> Any:
-        limits = dict(res.limits)
-        if res.gpu:
-            limits[self.argo.gpu_resource] = str(res.gpu)
-        return m.ResourceRequirements(requests=dict(res.requests) or None, limits=limits or None)
+        requests, limits = dict(res.requests), dict(res.limits)
+        if res.gpu:  # extended resources need requests == limits; both written, nothing left to defaulting
+            requests[self.argo.gpu_resource] = limits[self.argo.gpu_resource] = str(res.gpu)
+        return m.ResourceRequirements(requests=requests or None, limits=limits or None)
 
     def _volumes(self, gpu: bool) -> tuple[list[Any], list[Any]]:
         vols = [("scratch", C.SCRATCH_DIR, self.argo.scratch_size, None), ("tmp", "/tmp", "8Gi", None)]
@@ -326,7 +230,7 @@ class _Compiler:
 
     def _container_security(self) -> Any:
         return m.SecurityContext(allow_privilege_escalation=False, read_only_root_filesystem=True,
-                                 capabilities=m.Capabilities(drop=["ALL"]))
+                                 run_as_non_root=True, capabilities=m.Capabilities(drop=["ALL"]))
 
     def _retry(self) -> Any:
         r = self.argo.retry
@@ -346,17 +250,29 @@ class _Compiler:
             m.Prometheus(name="eurolora_step_failures_total", help="Failed eurolora step pods",
                          labels=labels, when="{{status}} == Failed", counter=m.Counter(value="1")),
         ]
-        # Every numeric output (the judge's gate rates, counts, losses) as a gauge of the last run.
+        # Every numeric output (the judge's gate rates, counts, losses) as a gauge of the last run, and
+        # every boolean (the gate's verdict) as a 0/1 gauge: one definition per value, picked by `when`
+        # (Argo's gauges take a number, the parameter holds "true"/"false").
+        pipeline = [m.MetricLabel(key="pipeline", value=self.config.name)]
         for fld, name in sio.outputs.items():
             typ = sio.output_types.get(fld)
-            if isinstance(typ, type) and issubclass(typ, _NUMERIC) and not issubclass(typ, bool):
-                metric = _METRIC_NAME_RE.sub("_", f"eurolora_{sio.node.name}_{fld}").lower()
+            if not isinstance(typ, type) or not issubclass(typ, _NUMERIC):
+                continue
+            metric = _METRIC_NAME_RE.sub("_", f"eurolora_{sio.node.name}_{fld}").lower()
+            ref = f"{{{{outputs.parameters.{name}}}}}"
+            if issubclass(typ, bool):
+                metrics += [m.Prometheus(
+                    name=metric, help=f"Output {fld} of step {sio.node.name} (last successful run), 1 = true",
+                    labels=pipeline, when=f"{{{{status}}}} == Succeeded && {ref} == {text}",
+                    gauge=m.Gauge(value=value, realtime=False)) for text, value in (("true", "1"), ("false", "0"))]
+            else:
                 metrics.append(m.Prometheus(
                     name=metric, help=f"Output {fld} of step {sio.node.name} (last successful run)",
-                    labels=[m.MetricLabel(key="pipeline", value=self.config.name)],
-                    when="{{status}} == Succeeded",
-                    gauge=m.Gauge(value=f"{{{{outputs.parameters.{name}}}}}", realtime=False)))
-        return m.Metrics(prometheus=metrics[:100])
+                    labels=pipeline, when="{{status}} == Succeeded", gauge=m.Gauge(value=ref, realtime=False)))
+        if len(metrics) > MAX_METRICS:
+            raise CompileError([(f"step {sio.node.name}: {len(metrics)} Prometheus metrics, Argo allows at most "
+                                f"{MAX_METRICS} per template; the step has too many numeric outputs")])
+        return m.Metrics(prometheus=metrics)
 
     def _pod_template_kwargs(self, family: str, res: Resources, gpu: bool, timeout_s: int,
                              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -392,7 +308,6 @@ class _Compiler:
             key=f"{{{{inputs.parameters.{C.MEMO_KEY_PARAM}}}}}", max_age=self.argo.memoize_max_age,
             cache=m.Cache(config_map=m.LocalObjectReference(name=self.argo.memoize_configmap)),
         ) if node.memoize else None
-        sync = m.Synchronization(mutexes=[m.Mutex(name=node.mutex)]) if node.mutex else None
         annotations = {f"{C.LABEL_PREFIX}/step": node.name, f"{C.LABEL_PREFIX}/image-family": node.image,
                        f"{C.LABEL_PREFIX}/code-version": step_code_version(node.module)}
         if node.reports_progress:
@@ -400,9 +315,8 @@ class _Compiler:
             # default); steps.common.progress writes N/M there and the UI shows it on the node.
             annotations[f"{C.LABEL_PREFIX}/reports-progress"] = "true"
         return Script(
-            name=sio.task, source=run,
-            constructor=StepRunnerConstructor(entrypoint=node.entrypoint, outputs_directory=C.OUTPUTS_DIR),
-            inputs=extra_inputs, outputs=outputs, memoize=memoize, synchronization=sync,
+            name=sio.task, source=run, constructor=RunnerWithOutputDefaults(outputs_directory=C.OUTPUTS_DIR),
+            inputs=extra_inputs, outputs=outputs, memoize=memoize,
             metrics=self._step_metrics(sio), annotations=annotations, **kwargs,
         )
 
@@ -418,7 +332,7 @@ class _Compiler:
             args=["-m", "pipelines.argo.memo_key", "--step", node.name,
                   "--code-version", step_code_version(node.module), "--context-param", context_params[0]],
             inputs=[Parameter(name=sio.inputs[f]) for f in node.bindings],
-            outputs=[Parameter(name="key", value_from=m.ValueFrom(path=C.MEMO_KEY_PATH))],
+            outputs=[Parameter(name="key", value_from=m.ValueFrom(path=C.MEMO_KEY_PATH, default=""))],
             annotations={f"{C.LABEL_PREFIX}/step": node.name}, **kwargs,
         )
 
@@ -429,45 +343,83 @@ class _Compiler:
         from pipelines.argo import exit_handler
 
         kwargs = self._pod_template_kwargs("cpu", self._control_resources(), gpu=False, timeout_s=900)
-        record = Script(
-            name=EXIT_TEMPLATE, source=exit_handler.record,
-            constructor=StepRunnerConstructor(entrypoint="pipelines.argo.exit_handler:record",
-                                               outputs_directory=C.OUTPUTS_DIR),
-            **kwargs,
-        )
+        record = Script(name=EXIT_TEMPLATE, source=exit_handler.record,
+                        constructor=RunnerWithOutputDefaults(outputs_directory=C.OUTPUTS_DIR), **kwargs)
         with DAG(name=EXIT_DAG) as dag:
             Task(name="record", template=EXIT_TEMPLATE, arguments={
                 "context": self.context_json, "status": "{{workflow.status}}",
                 "failures": "{{workflow.failures}}", "duration": "{{workflow.duration}}"})
         return [record, dag]
 
-    def _argument(self, sio: StepIO, fld: str) -> str:
+    # -- the DAG: one task per node (plus its memo-key task), mutex groups as sub-DAG tasks
+    def _mutex_groups(self) -> list[MutexGroup]:
+        groups: dict[str, MutexGroup] = {}
+        for node in self.nodes:
+            if node.mutex:
+                groups.setdefault(node.mutex, MutexGroup(node.mutex, [])).nodes.append(node)
+        return list(groups.values())
+
+    def _output_ref(self, step: str, output: str, group: MutexGroup | None, group_inputs: dict[str, str]) -> str:
+        """`{{tasks...}}` of an upstream output; inside a sub-DAG, an outside step's output arrives as one
+        of the sub-DAG's inputs (a sub-DAG's tasks cannot see the outer DAG's tasks)."""
+        up = self.io[step]
+        ref = f"{{{{tasks.{up.task}.outputs.parameters.{up.outputs[output]}}}}}"
+        if group is None or step in {n.name for n in group.nodes}:
+            return ref
+        name = f"{up.task}-{up.outputs[output]}"
+        group_inputs[name] = ref
+        return f"{{{{inputs.parameters.{name}}}}}"
+
+    def _argument(self, sio: StepIO, fld: str, group: MutexGroup | None, group_inputs: dict[str, str]) -> str:
         binding = sio.node.bindings[fld]
         if isinstance(binding, FromConfig):
             return f"{{{{workflow.parameters.{parameter_name(binding.path)}}}}}"
         if isinstance(binding, FromStep):
-            up = self.io[binding.step]
-            return f"{{{{tasks.{up.task}.outputs.parameters.{up.outputs[binding.output]}}}}}"
+            return self._output_ref(binding.step, binding.output, group, group_inputs)
         if binding.name == "context":
             return self.context_json
         return self.code_version
 
-    def _dag(self) -> Any:
-        with DAG(name=ENTRYPOINT) as dag:
+    def _node_tasks(self, node: Node, group: MutexGroup | None, group_inputs: dict[str, str]) -> None:
+        """The node's task (and its memo-key task) in the DAG being built; `depends` only on upstream
+        nodes in the same DAG (the sub-DAG task itself depends on the outside ones)."""
+        sio = self.io[node.name]
+        args = {sio.inputs[f]: self._argument(sio, f, group, group_inputs) for f in node.bindings}
+        inside = {n.name for n in group.nodes} if group else {n.name for n in self.nodes}
+        upstream = [f"{task_name(u)}.Succeeded" for u in node.upstream if u in inside]
+        when = None
+        if node.when:
+            when = _when(self._output_ref(node.when.step, node.when.output, group, group_inputs), node.when.equals)
+        if node.memoize:
+            key_task = f"{sio.task}-memo-key"
+            Task(name=key_task, template=key_task, arguments=dict(args), depends=" && ".join(upstream) or None,
+                 when=when)
+            args[C.MEMO_KEY_PARAM] = f"{{{{tasks.{key_task}.outputs.parameters.key}}}}"
+            upstream = [*upstream, f"{key_task}.Succeeded"]
+        Task(name=sio.task, template=sio.task, arguments=args, depends=" && ".join(upstream) or None, when=when)
+
+    def _group_dag(self, group: MutexGroup) -> dict[str, str]:
+        """The sub-DAG template of a mutex group; returns its inputs (name -> outer reference)."""
+        group_inputs: dict[str, str] = {}
+        with DAG(name=group.name, synchronization=m.Synchronization(mutexes=[m.Mutex(name=group.mutex)]),
+                 annotations={f"{C.LABEL_PREFIX}/mutex": group.mutex}) as dag:
+            for node in group.nodes:
+                self._node_tasks(node, group, group_inputs)
+        dag.inputs = [Parameter(name=name) for name in group_inputs]
+        return group_inputs
+
+    def _dags(self) -> None:
+        groups = self._mutex_groups()
+        group_inputs = {g.mutex: self._group_dag(g) for g in groups}
+        with DAG(name=ENTRYPOINT):
             for node in self.nodes:
-                sio = self.io[node.name]
-                args = {sio.inputs[f]: self._argument(sio, f) for f in node.bindings}
-                upstream = [f"{task_name(u)}.Succeeded" for u in node.upstream]
-                when = _when(node.when.step, node.when.output, node.when.equals) if node.when else None
-                if node.memoize:
-                    key_task = f"{sio.task}-memo-key"
-                    Task(name=key_task, template=key_task, arguments=dict(args),
-                         depends=" && ".join(upstream) or None, when=when)
-                    args[C.MEMO_KEY_PARAM] = f"{{{{tasks.{key_task}.outputs.parameters.key}}}}"
-                    upstream = [*upstream, f"{key_task}.Succeeded"]
-                Task(name=sio.task, template=sio.task, arguments=args, depends=" && ".join(upstream) or None,
-                     when=when)
-        return dag
+                if not node.mutex:
+                    self._node_tasks(node, None, {})
+            for group in groups:
+                inside = {n.name for n in group.nodes}
+                outside = sorted({u for n in group.nodes for u in n.upstream} - inside)
+                Task(name=group.name, template=group.name, arguments=group_inputs[group.mutex] or None,
+                     depends=" && ".join(f"{task_name(u)}.Succeeded" for u in outside) or None)
 
     def _workflow_metrics(self) -> Any:
         labels = [m.MetricLabel(key="pipeline", value=self.config.name)]
@@ -510,7 +462,7 @@ class _Compiler:
                     self._memo_key_template(sio)
                 self._step_template(sio)
             self._exit_templates()
-            self._dag()
+            self._dags()
         spec = wt.to_dict()
         name = self._template_name(spec)
         spec["metadata"]["name"] = name
@@ -599,14 +551,19 @@ def _dump(model: Any) -> dict[str, Any]:
     return json.loads(model.model_dump_json(exclude_none=True, by_alias=True))
 
 
-@dataclass(kw_only=True)
-class StepRunnerConstructor(RunnerScriptConstructor):
-    """Hera's runner constructor, run through pipelines.argo.step_runner (TransientError -> exit 75)."""
+class RunnerWithOutputDefaults(RunnerScriptConstructor):
+    """Hera's runner constructor, plus `valueFrom.default: ""` on every output parameter.
 
-    entrypoint: str = ""
+    A step exiting 75 (steps.common.contract.transient_exit) leaves through SystemExit, past the handler
+    in which Hera's runner writes empty placeholders for the outputs; without a default, Argo's executor
+    would fail the node on the missing files and bury the step's own error under that message.
+    """
 
-    def transform_values(self, script: Script) -> None:
-        script.args = ["-m", C.STEP_RUNNER_MODULE, "-e", self.entrypoint]
+    def transform_template_post_build(self, instance: Script, template: Any) -> Any:
+        for param in (template.outputs.parameters if template.outputs else None) or []:
+            if param.value_from is not None and param.value_from.default is None:
+                param.value_from.default = ""
+        return super().transform_template_post_build(instance, template)
 
 
 def compile_pipeline(config: PipelineConfig, pipeline: Pipeline | None = None) -> CompiledPipeline:

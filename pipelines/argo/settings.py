@@ -5,9 +5,10 @@ never values here: only the names of Kubernetes Secrets (and keys) or of environ
 """
 
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from pipelines.spec import ImageFamily
 
@@ -85,17 +86,30 @@ class S3Secret(BaseModel):
     secret_access_key_key: str = "secret-access-key"
 
 
-class Network(BaseModel):
-    """Egress allowed by the NetworkPolicy of workflow pods (besides DNS and in-cluster services).
+class ServicePods(BaseModel):
+    """The pods behind an in-cluster Service: egress is allowed to exactly these, not the whole namespace."""
 
-    A NetworkPolicy matches IP blocks, not host names: list the CIDRs behind every endpoint outside the
-    cluster (the S3 endpoint: its VPC endpoint's subnet or the provider's published ranges for the region).
-    In-cluster endpoints (`*.svc.cluster.local`) are matched by namespace and port automatically.
+    model_config = {"extra": "forbid"}
+    labels: dict[str, str] = Field(..., min_length=1, description="the Service's selector")
+    # NetworkPolicy ports are the pods' ports (matched after the Service's translation): set this when
+    # the Service's port differs from its targetPort.
+    target_port: int | None = Field(None, ge=1, le=65535)
+
+
+class Network(BaseModel):
+    """Egress allowed by the NetworkPolicy of workflow pods (besides DNS and the API server).
+
+    A NetworkPolicy matches pods and IP blocks, not host names: list the pods behind every in-cluster
+    endpoint (`NAME.NAMESPACE.svc.cluster.local`, by their Service's selector) and the CIDRs behind every
+    endpoint outside the cluster (the S3 endpoint: its VPC endpoint's subnet or the provider's published
+    ranges for the region). An endpoint with neither gets no rule, and compile warns that it is blocked.
     """
 
     model_config = {"extra": "forbid"}
     external_cidrs: dict[str, list[str]] = Field(default_factory=dict,
                                                  description="endpoint host -> CIDRs it resolves into")
+    service_pods: dict[str, ServicePods] = Field(default_factory=dict,
+                                                 description="in-cluster endpoint host -> the pods behind it")
     api_server_cidrs: list[str] = Field(default_factory=list,
                                         description="the Kubernetes API server (Argo's executor reports there)")
     dns_namespace: str = "kube-system"
@@ -140,6 +154,17 @@ class Schedule(BaseModel):
                 raise ValueError(f"{item!r} is not a 5-field cron expression (minute hour day month weekday)")
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
+
 
 class Retry(BaseModel):
     """Retries of transient failures only (exit code 75, or the pod lost: Argo phase Error)."""
@@ -156,10 +181,13 @@ class ArgoSettings(BaseModel):
 
     namespace: str = Field("eurolora", pattern=_DNS_LABEL)
     service_account: str = Field("eurolora-workflow", pattern=_DNS_LABEL)
-    # The Argo Server (submit/status/logs). A path prefix (https://host/argo) is kept. The bearer token is
-    # read from the environment variable named here (set it from a Secret), never from this file.
+    # The Argo Server (submit/status/logs). A path prefix (https://host/argo) is kept. The bearer token:
+    # the environment variable named by token_env when set, else token_file (e.g. a mounted Secret), else
+    # token. It is sent only in the Authorization header, never printed, logged or compiled into YAML.
     server_url: str | None = None
     token_env: str = Field("ARGO_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    token_file: Path | None = None
+    token: SecretStr | None = None
     verify_tls: bool = True
     request_timeout_s: float = Field(30.0, gt=0, le=600)
 
@@ -197,6 +225,12 @@ class ArgoSettings(BaseModel):
     # Steps whose HTML report the Argo UI shows (output artifact; see pipelines/argo/constants.py).
     ui_report_steps: list[str] = Field(default_factory=lambda: ["judge"])
     network: Network = Field(default_factory=Network)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> "ArgoSettings":
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("argo.token and argo.token_file are both set; keep one (token_file is safer)")
+        return self
 
     def resources_for(self, step: str, family: str) -> Resources:
         return self.step_resources.get(step) or self.resources.get(family) or Resources()  # type: ignore[call-overload]

@@ -55,12 +55,36 @@ def test_network_policy_allows_only_configured_endpoints(example_config):
     rules = spec["egress"]
     ports = [sorted(p["port"] for p in r["ports"]) for r in rules]
     assert [53, 53] in ports  # DNS
-    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-                  for r in rules for peer in r["to"] if "namespaceSelector" in peer and "podSelector" not in peer}
-    assert namespaces == {"mlops", "inference"}  # MLflow and vLLM, from their URLs
+    for rule in rules:  # never a whole namespace: every namespace peer names the pods too
+        for peer in rule["to"]:
+            assert "ipBlock" in peer or peer["podSelector"]["matchLabels"], rule
+    in_cluster = {(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                   tuple(sorted(peer["podSelector"]["matchLabels"].items())), r["ports"][0]["port"])
+                  for r in rules for peer in r["to"] if "namespaceSelector" in peer}
+    pods = example_config.argo.network.service_pods
+    expected = {(host.split(".")[1], tuple(sorted(sp.labels.items())), sp.target_port or int(port))
+                for host, sp in pods.items()
+                for port in {u.rsplit(":", 1)[-1].split("/")[0] for _, u in _urls(example_config, host)}}
+    dns = ("kube-system", tuple(sorted(example_config.argo.network.dns_pod_labels.items())), 53)
+    assert in_cluster == expected | {dns}  # MLflow and vLLM, by their Services' selectors
     cidrs = {peer["ipBlock"]["cidr"] for r in rules for peer in r["to"] if "ipBlock" in peer}
     assert cidrs == {"10.40.16.0/22", "10.40.0.10/32"}  # S3 endpoint and API server, nothing else
     assert "0.0.0.0/0" not in cidrs
+
+
+def _urls(config, host):
+    from pipelines.argo.checks import pod_endpoints
+
+    return [(k, u) for k, u in pod_endpoints(config) if f"//{host}:" in u]
+
+
+def test_in_cluster_endpoint_without_its_pods_is_reported_and_blocked(example_config):
+    config = example_config.model_copy(deep=True)
+    del config.argo.network.service_pods["mlflow.mlops.svc.cluster.local"]
+    policy, warnings = network_policy(config)
+    assert any("no argo.network.service_pods entry for mlflow.mlops.svc.cluster.local" in w for w in warnings)
+    peers = [p for r in policy["spec"]["egress"] for p in r["to"] if "namespaceSelector" in p]
+    assert "mlops" not in {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers}
 
 
 def test_unlisted_external_endpoint_is_reported(example_config):

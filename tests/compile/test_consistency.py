@@ -8,17 +8,10 @@ from typing import Any
 import pytest
 
 from pipelines.argo import constants as C
+from pipelines.argo.checks import pinned_regions
 from pipelines.argo.cluster import cluster_manifests
-from pipelines.argo.compiler import (
-    EXIT_DAG,
-    PARAM_NAME_RE,
-    REGION_LABEL,
-    TEMPLATE_NAME_RE,
-    parameter_name,
-    pinned_regions,
-    step_io,
-    task_name,
-)
+from pipelines.argo.compiler import ENTRYPOINT, EXIT_DAG, MUTEX_PREFIX, REGION_LABEL
+from pipelines.argo.stepio import PARAM_NAME_RE, TEMPLATE_NAME_RE, parameter_name, step_io, task_name
 from pipelines.spec import FromConfig, FromRun, FromStep
 from steps.common.contract import EXIT_TRANSIENT
 from steps.common.residency import EU_REGIONS, OFFLINE_ENV
@@ -28,6 +21,7 @@ from tests.compile.conftest import REPO_ROOT
 _REF = re.compile(r"\{\{([^{}]*)\}\}")
 _RUN_GLOBALS = {"workflow.name", "workflow.namespace", "workflow.uid"}
 _EXIT_GLOBALS = {"workflow.status", "workflow.failures", "workflow.duration"}
+_WORKFLOW_METRIC_GLOBALS = {"workflow.status", "workflow.duration"}  # what Argo offers workflow-level metrics
 
 
 def _templates(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -63,6 +57,14 @@ def _depends(task: dict[str, Any]) -> set[str]:
         assert match, f"task {task['name']}: cannot read depends term {term!r}"
         names.add(match.group(1))
     return names | set(task.get("dependencies") or [])
+
+
+def _task_of(obj: dict[str, Any], step: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the DAG template holding the step's task, the task): the entrypoint's, or a mutex sub-DAG's."""
+    holders = [(t, task) for t in _templates(obj).values() for task in t.get("dag", {}).get("tasks", [])
+               if task["name"] == task_name(step) and task["template"] == task_name(step)]
+    assert len(holders) == 1, f"step {step} has {len(holders)} tasks"
+    return holders[0]
 
 
 def _ancestors(tasks: dict[str, dict[str, Any]], name: str) -> set[str]:
@@ -102,10 +104,9 @@ def test_step_templates_take_the_names_hera_derives_from_the_input_models(compil
         sio = step_io(node)
         assert set(sio.inputs) == set(model.model_fields)
         template = templates[task_name(node.name)]
-        declared = set(_inputs(template)) - {C.MEMO_KEY_PARAM}
-        assert declared == {p.name for p in model._get_parameters()}
-        hera_outputs = {o.name for o in node.outputs_model()._get_outputs()}
-        assert _outputs(template) == set(sio.outputs.values()) == hera_outputs
+        declared = set(_inputs(template)) - {C.MEMO_KEY_PARAM}  # built by Hera from the step's `run`
+        assert declared == set(sio.inputs.values())
+        assert _outputs(template) == set(sio.outputs.values())
         for fld in node.bindings:
             assert sio.inputs[fld] in declared
 
@@ -132,8 +133,9 @@ def test_every_reference_resolves(compiled, attr):
     templates = _templates(obj)
     problems = []
     for path, text in _strings({k: v for k, v in spec.items() if k != "templates"}, "spec"):
-        for ref in _REF.findall(text):
-            if ref.strip() not in _RUN_GLOBALS | _EXIT_GLOBALS and not path.startswith("spec.metrics"):
+        for ref in (r.strip() for r in _REF.findall(text)):
+            allowed = _RUN_GLOBALS | (_WORKFLOW_METRIC_GLOBALS if path.startswith("spec.metrics.") else set())
+            if ref not in allowed:
                 problems.append(f"{path}: {{{{{ref}}}}}")
     for name, template in templates.items():
         tasks = {t["name"]: t for t in template.get("dag", {}).get("tasks", [])}
@@ -182,13 +184,22 @@ def test_dag_is_acyclic_and_names_are_valid(compiled, attr):
     assert obj["spec"]["entrypoint"] in templates and obj["spec"]["onExit"] in templates
 
 
+def _resolve(obj: dict[str, Any], holder: dict[str, Any], value: str) -> str:
+    """A sub-DAG's `{{inputs.parameters.x}}` as the entrypoint passes it to the sub-DAG's task."""
+    match = re.fullmatch(r"\{\{inputs\.parameters\.([-\w]+)\}\}", value)
+    if holder["name"] == ENTRYPOINT or not match:
+        return value
+    outer = next(t for t in _templates(obj)[ENTRYPOINT]["dag"]["tasks"] if t["template"] == holder["name"])
+    return {p["name"]: p["value"] for p in outer["arguments"]["parameters"]}[match.group(1)]
+
+
 def test_bindings_compile_to_the_right_arguments(compiled):
-    dag = {t["name"]: t for t in _templates(compiled.template)["pipeline"]["dag"]["tasks"]}
     params = {p["name"] for p in compiled.template["spec"]["arguments"]["parameters"]}
     assert "corpus" in params  # overridable at submit
     for node in compiled.pipeline.nodes:
         sio = step_io(node)
-        args = {p["name"]: p["value"] for p in dag[sio.task]["arguments"]["parameters"]}
+        holder, task = _task_of(compiled.template, node.name)
+        args = {p["name"]: _resolve(compiled.template, holder, p["value"]) for p in task["arguments"]["parameters"]}
         for fld, binding in node.bindings.items():
             value = args[sio.inputs[fld]]
             if isinstance(binding, FromConfig):
@@ -202,8 +213,9 @@ def test_bindings_compile_to_the_right_arguments(compiled):
             else:
                 assert value == compiled.code_version
         if node.when:
-            assert dag[sio.task]["when"] == (f"{{{{tasks.{task_name(node.when.step)}.outputs.parameters."
-                                            f"{node.when.output}}}}} == {node.when.equals}")
+            ref = _resolve(compiled.template, holder, task["when"].split(" == ")[0])
+            assert f"{ref} == {node.when.equals}" == (f"{{{{tasks.{task_name(node.when.step)}.outputs.parameters."
+                                                      f"{node.when.output}}}}} == {node.when.equals}")
         if node.memoize:
             assert args[C.MEMO_KEY_PARAM] == f"{{{{tasks.{sio.task}-memo-key.outputs.parameters.key}}}}"
 
@@ -227,7 +239,9 @@ def test_every_pod_is_pinned_offline_retried_and_bounded(compiled, example_confi
         assert f"asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}" in retry["expression"]
         assert retry["backoff"]["duration"] and int(retry["limit"]) >= 1
         assert int(t["activeDeadlineSeconds"]) > 0
-        assert t["script"]["securityContext"]["allowPrivilegeEscalation"] is False
+        security = t["script"]["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+        assert security["readOnlyRootFilesystem"] is True and security["runAsNonRoot"] is True, t["name"]
         mounts = {m["mountPath"] for m in t["script"]["volumeMounts"]}
         assert {C.SCRATCH_DIR, "/tmp"} <= mounts
     spec = compiled.template["spec"]
@@ -239,21 +253,25 @@ def test_step_templates_follow_their_nodes(compiled, example_config):
     templates = _templates(compiled.template)
     for node in compiled.pipeline.nodes:
         t = templates[task_name(node.name)]
-        assert t["script"]["args"] == ["-m", C.STEP_RUNNER_MODULE, "-e", node.entrypoint]
+        assert t["script"]["args"] == ["-m", "hera.workflows.runner", "-e", node.entrypoint]  # Hera's own runner
         assert t["script"]["image"] == example_config.argo.images.ref(node.image)
-        limits = t["script"]["resources"].get("limits", {})
+        resources = t["script"]["resources"]
         if node.gpu:
-            assert int(limits["nvidia.com/gpu"]) >= 1
+            assert int(resources["requests"]["nvidia.com/gpu"]) >= 1
+            assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"]
             assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in t["tolerations"]
         else:
-            assert "nvidia.com/gpu" not in limits and "tolerations" not in t
+            assert "nvidia.com/gpu" not in {**resources.get("requests", {}), **resources.get("limits", {})}
+            assert "tolerations" not in t
+        # A step exiting 75 skips Hera's output placeholders: every output has a default instead.
+        for out in t.get("outputs", {}).get("parameters", []):
+            assert out["valueFrom"] == {"default": "", "path": f"{C.OUTPUTS_DIR}/parameters/{out['name']}"}
         if node.memoize:
             assert t["memoize"]["key"] == f"{{{{inputs.parameters.{C.MEMO_KEY_PARAM}}}}}"
             assert t["memoize"]["maxAge"] and t["memoize"]["cache"]["configMap"]["name"]
         else:
             assert "memoize" not in t
-        if node.mutex:
-            assert t["synchronization"] == {"mutexes": [{"name": node.mutex}]}
+        assert "synchronization" not in t  # mutexes are held by the sub-DAG around the steps
         names = {m["name"] for m in t["metrics"]["prometheus"]}
         assert {"eurolora_step_duration_seconds", "eurolora_step_failures_total"} <= names
         failures = next(m for m in t["metrics"]["prometheus"] if m["name"] == "eurolora_step_failures_total")
@@ -269,7 +287,10 @@ def test_judge_report_and_gate_metrics(fake_compiled):
     gauges = {m["name"]: m for m in judge["metrics"]["prometheus"] if "gauge" in m}
     rate = gauges["eurolora_judge_candidate_a_rate"]
     assert rate["gauge"]["value"] == "{{outputs.parameters.candidate_a_rate}}"
-    assert "eurolora_judge_passed" not in gauges  # booleans are not gauges
+    passed = [m for m in judge["metrics"]["prometheus"] if m["name"] == "eurolora_judge_passed"]
+    assert [(m["when"], m["gauge"]["value"]) for m in passed] == [  # the gate's verdict as 0/1
+        ("{{status}} == Succeeded && {{outputs.parameters.passed}} == true", "1"),
+        ("{{status}} == Succeeded && {{outputs.parameters.passed}} == false", "0")]
     promote = _templates(fake_compiled.template)["promote"]
     assert "artifacts" not in promote.get("outputs", {})
 
@@ -334,3 +355,39 @@ def test_images_secrets_and_configmaps_exist(compiled, example_config):
             assert t["memoize"]["cache"]["configMap"]["name"] in configmaps
     for text in (json.dumps(compiled.template), json.dumps(compiled.inline_workflow)):
         assert example_config.argo.token_env not in text  # the Argo token never reaches a workflow
+
+
+# ---- mutexes ---------------------------------------------------------------------------------------
+def test_steps_sharing_a_mutex_run_inside_one_sub_dag_that_holds_it(compiled):
+    """The mutex is taken once around all its steps (never released between promote and canary), and no
+    other path runs those steps."""
+    templates = _templates(compiled.template)
+    groups: dict[str, set[str]] = {}
+    for node in compiled.pipeline.nodes:
+        if node.mutex:
+            groups.setdefault(node.mutex, set()).add(task_name(node.name))
+    assert groups
+    for mutex, steps in groups.items():
+        name = MUTEX_PREFIX + task_name(mutex)
+        group = templates[name]
+        assert group["synchronization"] == {"mutexes": [{"name": mutex}]}
+        memo_keys = {f"{s}-memo-key" for s in steps if f"{s}-memo-key" in templates}
+        assert {t["template"] for t in group["dag"]["tasks"]} == steps | memo_keys
+        for other, template in templates.items():
+            called = {t["template"] for t in template.get("dag", {}).get("tasks", [])}
+            if other != name:
+                assert not called & steps, f"{other} runs {sorted(called & steps)} outside the mutex"
+            if other == ENTRYPOINT:
+                assert name in called
+            elif name in called:
+                raise AssertionError(f"{other} runs the mutex sub-DAG {name} a second time")
+        for step in steps:  # a nested lock of the same name would be released when the step ends
+            assert "synchronization" not in templates[step]
+
+
+def test_promote_and_canary_hold_the_promote_mutex_together(real_compiled):
+    group = _templates(real_compiled.template)[MUTEX_PREFIX + "promote"]
+    assert [t["name"] for t in group["dag"]["tasks"]] == ["promote", "canary"]
+    canary = group["dag"]["tasks"][1]
+    assert canary["depends"] == "promote.Succeeded"
+    assert canary["when"] == "{{tasks.promote.outputs.parameters.promoted}} == true"

@@ -1,13 +1,16 @@
-"""Compiled YAML against the golden files, regenerated only on request:
+"""Compiled YAML against the golden files (manifests/argo, manifests/cluster, tests/compile/golden/fake),
+regenerated only on request, all three sets at once, and never under CI:
 
-    EUROLORA_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/compile -k golden
-    (or: eurolora compile pipelines/configs/cluster-example.yaml --out manifests/argo --cluster-out manifests/cluster)
+    make compile-golden     (EUROLORA_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/compile/test_golden.py)
 
 Code versions (hashes of steps/, which changes with every step edit) are normalised before comparing,
 so the golden files pin the structure; everything else must match byte for byte.
 """
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from tests.compile.conftest import REGENERATE, REPO_ROOT, fake_pipeline
 ARGO_GOLDEN = REPO_ROOT / "manifests" / "argo"
 CLUSTER_GOLDEN = REPO_ROOT / "manifests" / "cluster"
 FAKE_GOLDEN = Path(__file__).parent / "golden" / "fake"
-_HOW = "regenerate with EUROLORA_REGENERATE_GOLDEN=1 pytest tests/compile -k golden, and review the diff"
+_HOW = "regenerate with `make compile-golden` and review the diff"
 
 
 def normalise(text: str, json_values: bool = False) -> str:
@@ -88,3 +91,12 @@ def test_no_timestamps(fake_compiled, attr):
     text = to_yaml(getattr(fake_compiled, attr))
     assert "creationTimestamp" not in text
     assert not re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d", text)
+
+
+def test_regeneration_is_refused_under_ci():
+    env = {**os.environ, "CI": "true", "EUROLORA_REGENERATE_GOLDEN": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{__file__}::test_normalise_only_touches_code_versions"],
+                          check=False, capture_output=True, text=True, env=env, timeout=120, cwd=REPO_ROOT)
+    assert proc.returncode != 0
+    assert "EUROLORA_REGENERATE_GOLDEN is refused under CI" in proc.stdout + proc.stderr

@@ -1,5 +1,7 @@
-"""What runs inside the pods, run here as the pods run it: Hera's runner (through the step runner) on the
-compiled arguments, the memo-key pod and the exit handler against a real S3 server (moto)."""
+"""What runs inside the pods, run here as the pods run it: the compiled template's own command line
+(`python -m hera.workflows.runner -e steps.<step>:run`, Hera's runner) on the compiled arguments, for the
+shipped check_dataset step and for tests-only steps; the memo-key pod and the exit handler against a real
+S3 server (moto)."""
 
 import json
 import os
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.argo import constants as C
+from pipelines.argo.compiler import MUTEX_PREFIX
 from pipelines.argo.exit_handler import STATUS_FILE, ExitInputs, parse_failures, record
 from pipelines.argo.memo_key import main as memo_key_main
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
@@ -22,23 +25,35 @@ def _templates(obj):
     return {t["name"]: t for t in obj["spec"]["templates"]}
 
 
-def _substitute(value: str, compiled, upstream: dict[str, str]) -> str:
+def _substitute(value: str, compiled, upstream: dict[str, str], parameters: dict[str, str] | None = None) -> str:
     value = value.replace("{{workflow.name}}", "handbook-nightly-abcde")
-    for name, param in compiled.parameters.items():
+    for name, param in (parameters or compiled.parameters).items():
         value = value.replace(f"{{{{workflow.parameters.{name}}}}}", param)
     for ref, out in upstream.items():
         value = value.replace(f"{{{{{ref}}}}}", out)
     return value
 
 
-def _run_step(args: list[dict], module_entry: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+def _run_step(args: list[dict], script_args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python <the template's script args> <inputs file>`, as Argo runs the script template."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     inputs = tmp_path / "inputs.json"
     inputs.write_text(json.dumps(args))
     outputs = tmp_path / "outputs"
-    env = {**os.environ, "hera__outputs_directory": str(outputs), "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", C.STEP_RUNNER_MODULE, "-e", module_entry, str(inputs)],
-                          check=False, capture_output=True, text=True, env=env, timeout=120, cwd=REPO_ROOT)
+    env = {**os.environ, "hera__outputs_directory": str(outputs), "PYTHONPATH": str(REPO_ROOT),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run([sys.executable, *script_args, str(inputs)],
+                          check=False, capture_output=True, text=True, env=env, timeout=180, cwd=REPO_ROOT)
     return proc, outputs
+
+
+def _task(compiled, step: str) -> dict:
+    templates = _templates(compiled.template)
+    for dag in (templates["pipeline"], *(t for n, t in templates.items() if n.startswith(MUTEX_PREFIX))):
+        for task in dag["dag"]["tasks"]:
+            if task["name"] == step:
+                return task
+    raise AssertionError(f"no task {step}")
 
 
 @pytest.mark.parametrize("step", ["finetune", "judge"])
@@ -46,25 +61,57 @@ def test_hera_runner_accepts_the_compiled_arguments(fake_compiled, step, tmp_pat
     """The task's arguments, as Argo would substitute them, run the real step through Hera's runner: every
     parameter name reaches its Input field (incl. the renamed `dataset-uri`), every output is written."""
     templates = _templates(fake_compiled.template)
-    task = next(t for t in templates["pipeline"]["dag"]["tasks"] if t["name"] == step)
+    task = _task(fake_compiled, step)
     upstream = {"tasks.ingest.outputs.parameters.chunks_uri": "s3://b/runs/x/ingest/chunks",
                 "tasks.finetune.outputs.parameters.adapter_uri": "s3://b/runs/x/finetune/adapter"}
     args = [{"name": p["name"], "value": _substitute(p["value"], fake_compiled, upstream)}
             for p in task["arguments"]["parameters"]]
     if "memoize" in templates[step]:
         args = [a for a in args if a["name"] != C.MEMO_KEY_PARAM] + [{"name": C.MEMO_KEY_PARAM, "value": "k"}]
-    proc, outputs = _run_step(args, templates[step]["script"]["args"][-1], tmp_path)
+    proc, outputs = _run_step(args, templates[step]["script"]["args"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     for out in templates[step]["outputs"]["parameters"]:
         assert (outputs / "parameters" / out["name"]).is_file(), out["name"]
         assert out["valueFrom"]["path"] == f"{C.OUTPUTS_DIR}/parameters/{out['name']}"
 
 
+def test_shipped_step_runs_from_its_compiled_template(real_compiled, tmp_path):
+    """check_dataset, a real step, exactly as its pod runs it: the template's command line, the task's
+    arguments with Argo's substitutions (the registry and base model overridden as `-p` at submit would:
+    a SQLite registry and a local model folder stand in for the cluster's)."""
+
+    template = _templates(real_compiled.template)["check-dataset"]
+    assert template["script"]["args"] == ["-m", "hera.workflows.runner", "-e", "steps.check_dataset:run"]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    registry = json.loads(real_compiled.parameters["registry"])
+    registry["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parameters = {**real_compiled.parameters, "registry": json.dumps(registry), "base-model": str(model)}
+    digest = "sha256:" + "ab" * 32
+    args = [{"name": p["name"], "value": _substitute(
+        p["value"], real_compiled, {"tasks.generate-qa.outputs.parameters.dataset_digest": digest}, parameters)}
+        for p in _task(real_compiled, "check-dataset")["arguments"]["parameters"]]
+    proc, outputs = _run_step(args, template["script"]["args"], tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = {p.name: p.read_text() for p in (outputs / "parameters").iterdir()}
+    assert set(written) == {o["name"] for o in template["outputs"]["parameters"]}
+    assert written["dataset_changed"] == "true" and written["reason"] == "no champion yet"
+    assert written["champion_version"] == "" and written["base_model_digest"].startswith("sha256:")
+
+
 @pytest.mark.parametrize(("failure", "code"), [("none", 0), ("transient", EXIT_TRANSIENT), ("bug", 1)])
-def test_step_runner_exit_codes(failure, code, tmp_path):
-    proc, outputs = _run_step([{"name": "failure", "value": failure}], "tests.compile.fake_steps.flaky:run", tmp_path)
+def test_hera_runner_exit_codes(failure, code, tmp_path):
+    """Hera's runner itself: TransientError -> 75 (steps.common.contract.transient_exit), a bug -> 1."""
+    argv = ["-m", "hera.workflows.runner", "-e", "tests.compile.fake_steps.flaky:run"]
+    proc, outputs = _run_step([{"name": "failure", "value": failure}], argv, tmp_path)
     assert proc.returncode == code, proc.stderr
-    assert (outputs / "parameters" / "answer").is_file()  # Hera writes placeholders even on failure
+    answer = outputs / "parameters" / "answer"
+    if failure == "transient":  # SystemExit passes Hera's placeholder writer: valueFrom.default covers it
+        assert not answer.exists()
+        assert "transient failure, exit 75" in proc.stderr and "TransientError: endpoint unreachable" in proc.stderr
+    else:
+        assert answer.is_file()  # the value, or Hera's placeholder when the step raised
 
 
 def _context(bucket: str, endpoint: str, run_id: str) -> RuntimeContext:
