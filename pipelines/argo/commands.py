@@ -1,7 +1,7 @@
-"""`eurolora compile`, `submit`, `status` and `logs`: the pipeline on Argo Workflows.
+"""`eurolora compile`, `submit`, `schedule`, `status` and `logs`: the pipeline on Argo Workflows.
 
-Light at import (argparse only): Hera, httpx and the step packages are imported inside the handlers,
-and nothing here ever imports torch.
+Light at import (argparse only): Hera and the step packages are imported inside the handlers, and
+nothing here ever imports torch.
 """
 
 import argparse
@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=float, default=10.0, metavar="S", help="with --wait: seconds between polls")
     p.set_defaults(handler=handle_submit)
 
+    p = subparsers.add_parser("schedule", help="create the versioned WorkflowTemplate (if absent) and create or "
+                                               "update the nightly CronWorkflow on the Argo Server")
+    add_config_arguments(p)
+    p.set_defaults(handler=handle_schedule)
+
     p = subparsers.add_parser("status", help="show a run's steps on the Argo Server")
     p.add_argument("run", metavar="RUN", help="workflow name (as printed by submit)")
     add_config_arguments(p)
@@ -53,7 +58,8 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _compile(args: argparse.Namespace) -> Any:
-    from pipelines.argo.compiler import CompileError, compile_pipeline
+    from pipelines.argo.checks import CompileError
+    from pipelines.argo.compiler import compile_pipeline
 
     config = load_config_or_exit(args)
     try:
@@ -117,11 +123,12 @@ def handle_compile(args: argparse.Namespace) -> int:
 
 
 def _client(config: Any) -> Any:
-    from pipelines.argo.client import ArgoClient, server_url, token_from_env
+    from pipelines.argo.client import ArgoClient, resolve_token, server_url
 
-    base = server_url(config.argo.server_url, config.residency)
-    return ArgoClient(base, config.argo.namespace, token=token_from_env(config.argo.token_env),
-                      verify=config.argo.verify_tls, timeout_s=config.argo.request_timeout_s)
+    argo = config.argo
+    base = server_url(argo.server_url, config.residency)
+    return ArgoClient(base, argo.namespace, token=resolve_token(argo.token_env, argo.token_file, argo.token),
+                      verify=argo.verify_tls, timeout_s=argo.request_timeout_s)
 
 
 def _with_client(args: argparse.Namespace, action: Any, config: Any = None) -> int:
@@ -166,6 +173,20 @@ def handle_submit(args: argparse.Namespace) -> int:
         return 0 if final["status"]["phase"] == "Succeeded" else 1
 
     return _with_client(args, submit, config)
+
+
+def handle_schedule(args: argparse.Namespace) -> int:
+    config, compiled = _compile(args)
+
+    def schedule(client: Any, _config: Any) -> int:
+        created = client.ensure_workflow_template(compiled.template)
+        print(f"template {compiled.template_name}: {'created' if created else 'already on the server'}")
+        outcome = client.apply_cron_workflow(compiled.cron)
+        print(f"cron workflow {compiled.cron['metadata']['name']}: {outcome} "
+              f"({', '.join(compiled.cron['spec']['schedules'])} {compiled.cron['spec']['timezone']})")
+        return 0
+
+    return _with_client(args, schedule, config)
 
 
 def handle_status(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
     python tests/compile/argo_server_stub.py --port P --prefix /argo --record requests.jsonl [--token T]
 
-Answers the calls `eurolora submit/status/logs` make, the way Argo Server does: create a workflow (name
-from generateName), create a workflow template (409 when it exists), get a workflow (Running, then
+Answers the calls `eurolora submit/schedule/status/logs` make, the way Argo Server does: create a workflow
+(name from generateName), create a workflow template or a cron workflow (409 when it exists), get and
+replace a cron workflow (409 unless the resourceVersion read is sent back), get a workflow (Running, then
 Succeeded on the third poll), stream its logs as JSON lines; GET <prefix>/api/v1/version for health.
 Anything outside the prefix is 404, so a client that drops the path prefix fails visibly.
 """
@@ -21,6 +22,7 @@ class State:
         self.lock = threading.Lock()
         self.workflows: dict[str, dict] = {}
         self.templates: dict[str, dict] = {}
+        self.crons: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.counter = 0
 
@@ -30,9 +32,10 @@ def _nodes(name: str, done: bool) -> dict:
              ("judge", "Succeeded" if done else "Pending", "")]
     nodes = {}
     for i, (step, phase, progress) in enumerate(steps):
-        nodes[f"{name}-{i}"] = {"id": f"{name}-{i}", "displayName": step, "type": "Pod", "phase": phase,
-                                "progress": progress, "startedAt": f"2026-11-01T02:0{i}:00Z"}
-    nodes[f"{name}-9"] = {"id": f"{name}-9", "displayName": "promote", "type": "Skipped", "phase": "Omitted"}
+        nodes[f"{name}-{i}"] = {"id": f"{name}-{i}", "name": f"{name}.{step}", "displayName": step, "type": "Pod",
+                                "phase": phase, "progress": progress, "startedAt": f"2026-11-01T02:0{i}:00Z"}
+    nodes[f"{name}-9"] = {"id": f"{name}-9", "name": f"{name}.promote", "displayName": "promote",
+                          "type": "Skipped", "phase": "Omitted"}
     return nodes
 
 
@@ -84,6 +87,8 @@ def make_handler(state: State) -> type:
                                                                   "already exists"})
                 state.templates[name] = body["template"]
                 return self._send(200, body["template"])
+            if kind == "cron-workflows":
+                return self._cron(method, path, body)
             if method == "GET" and kind == "workflows" and len(path) >= 5:
                 name = path[4]
                 if name not in state.workflows:
@@ -101,6 +106,31 @@ def make_handler(state: State) -> type:
                                 "nodes": _nodes(name, done)}
                 return self._send(200, wf)
             return self._send(404, {"code": 5, "message": f"no route {method} {'/'.join(path)}"})
+
+        def _cron(self, method: str, path: list[str], body: dict | None) -> None:
+            if method == "POST" and len(path) == 4:
+                name = body["cronWorkflow"]["metadata"]["name"]
+                if name in state.crons:
+                    return self._send(409, {"code": 6, "message": f'cronworkflows.argoproj.io "{name}" already exists'})
+                state.crons[name] = {**body["cronWorkflow"], "metadata": {**body["cronWorkflow"]["metadata"],
+                                                                          "resourceVersion": "1"}}
+                return self._send(200, state.crons[name])
+            name = path[4] if len(path) == 5 else ""
+            if name not in state.crons:
+                return self._send(404, {"code": 5, "message": f'cronworkflows.argoproj.io "{name}" not found'})
+            if method == "GET":
+                return self._send(200, state.crons[name])
+            if method == "PUT":
+                version = state.crons[name]["metadata"]["resourceVersion"]
+                if body["cronWorkflow"]["metadata"].get("resourceVersion") != version:
+                    return self._send(409, {"code": 10, "message": "the object has been modified"})
+                state.crons[name] = {**body["cronWorkflow"], "metadata": {
+                    **body["cronWorkflow"]["metadata"], "resourceVersion": str(int(version) + 1)}}
+                return self._send(200, state.crons[name])
+            return self._send(404, {"code": 5, "message": f"no route {method} {'/'.join(path)}"})
+
+        def do_PUT(self) -> None:
+            self._handle("PUT")
 
         def do_GET(self) -> None:
             self._handle("GET")

@@ -1,20 +1,26 @@
-"""`eurolora submit/status/logs` against a recording stand-in of the Argo Server on 127.0.0.1: the real
-HTTP requests are captured and every body is validated against the Argo Server swagger."""
+"""`eurolora submit/schedule/status/logs` for the shipped pipeline against a recording stand-in of the
+Argo Server on 127.0.0.1: Hera's real HTTP requests are captured, every body is validated against the Argo
+Server swagger, and each body must carry every field of the compiled object (Hera's models are Argo
+v4.0.5's and drop unknown fields silently)."""
 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from pipelines.argo.client import ArgoClient, ArgoError, normalise_base_url
+from pipelines.argo.client import ArgoClient, ArgoError, normalise_base_url, resolve_token
+from pipelines.argo.compiler import compile_pipeline
+from pipelines.config import load_config
 from pipelines.local.processes import free_port, server_process
 from tests.compile.conftest import EXAMPLE_CONFIG, REPO_ROOT, cli_argv
 from tests.compile.schemas import swagger_body_definition, swagger_errors, swagger_paths
+from tests.compile.test_golden import normalise
 
 TOKEN = "s3cr3t-t0ken-value"
 STUB = Path(__file__).parent / "argo_server_stub.py"
@@ -32,11 +38,13 @@ class Stub:
             return []
         return [r for r in map(json.loads, self.record.read_text().splitlines()) if not r["path"].endswith("/version")]
 
-    def cli(self, *args: str, opts: tuple[str, ...] = (), url: str | None = None, env: dict | None = None,
-            fake: bool = True) -> subprocess.CompletedProcess:
+    def overrides(self, url: str | None = None) -> list[str]:
+        return [*LOCAL[1::2], f"argo.server_url={url or self.base}"]
+
+    def cli(self, *args: str, opts: tuple[str, ...] = (), url: str | None = None, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
         """`eurolora COMMAND [RUN] CONFIG --set ... [opts]` (argparse wants the positionals together)."""
-        argv = cli_argv(*args, str(EXAMPLE_CONFIG), *LOCAL, "--set", f"argo.server_url={url or self.base}",
-                        *opts, fake=fake)
+        argv = cli_argv(*args, str(EXAMPLE_CONFIG), "--set", *self.overrides(url), *opts)
         return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "ARGO_TOKEN": TOKEN, **(env or {})})
 
@@ -73,11 +81,23 @@ def _check_bodies(stub: Stub) -> list[dict]:
     for req in requests:
         template = _swagger_path(req["path"], stub.prefix)
         assert req["authorization"] == f"Bearer {TOKEN}"
-        if req["method"] == "POST":
+        if req["method"] in ("POST", "PUT"):
             assert req["content_type"] == "application/json"
             definition = swagger_body_definition(req["method"], template)
             assert swagger_errors(req["body"], definition) == [], f"{req['method']} {template}"
     return requests
+
+
+def _compiled(stub: Stub):
+    """The shipped pipeline compiled here from the config the CLI was given."""
+    return compile_pipeline(load_config(EXAMPLE_CONFIG, stub.overrides()))
+
+
+def _same(sent: dict, compiled: dict) -> None:
+    """Hera sent every field of the compiled object, unchanged (code versions aside: steps/ may change
+    between the CLI's compile and this one in a shared tree)."""
+    assert normalise(json.dumps(sent, sort_keys=True, indent=0)) == normalise(json.dumps(compiled, sort_keys=True,
+                                                                                         indent=0))
 
 
 def test_submit_waits_and_shows_progress(stub):
@@ -95,6 +115,7 @@ def test_submit_waits_and_shows_progress(stub):
     workflow = create["body"]["workflow"]
     assert "templates" in workflow["spec"] and "workflowTemplateRef" not in workflow["spec"]
     assert workflow["metadata"]["labels"]["eurolora.io/trigger"] == "manual"
+    _same(workflow, _compiled(stub).inline_workflow)
     assert [r["method"] for r in requests[1:]] == ["GET", "GET", "GET"]
 
 
@@ -111,13 +132,34 @@ def test_submit_from_template_is_idempotent(stub):
     names = [requests[i]["body"]["template"]["metadata"]["name"] for i in (0, 2)]
     assert requests[1]["body"]["workflow"]["spec"]["workflowTemplateRef"] == {"name": names[0]}
     assert f"template {names[0]}: created" in outputs[0]
-    if names[0] != names[1]:  # only when someone edited steps/ between the two submits (shared tree)
-        pytest.skip(f"the pipeline code changed between the submits: {names}")
+    assert names[0] == names[1]  # same code, same config: the same versioned template
     assert f"template {names[1]}: already on the server" in outputs[1]
+    compiled = _compiled(stub)
+    _same(requests[0]["body"]["template"], compiled.template)
+    _same(requests[1]["body"]["workflow"], compiled.workflow)
+
+
+def test_schedule_creates_then_replaces_the_cron_workflow(stub):
+    first, second = stub.cli("schedule"), stub.cli("schedule")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "cron workflow handbook-nightly-nightly: created (30 1 * * * Europe/Berlin)" in first.stdout
+    assert "cron workflow handbook-nightly-nightly: updated" in second.stdout
+    requests = _check_bodies(stub)
+    assert [(r["method"], r["path"].rsplit("/api/v1/", 1)[1]) for r in requests] == [
+        ("POST", "workflow-templates/eurolora"), ("POST", "cron-workflows/eurolora"),
+        ("POST", "workflow-templates/eurolora"), ("POST", "cron-workflows/eurolora"),
+        ("GET", "cron-workflows/eurolora/handbook-nightly-nightly"),
+        ("PUT", "cron-workflows/eurolora/handbook-nightly-nightly")]
+    compiled = _compiled(stub)
+    _same(requests[1]["body"]["cronWorkflow"], compiled.cron)
+    replaced = requests[5]["body"]["cronWorkflow"]
+    assert replaced["metadata"].pop("resourceVersion") == "1"  # the version read, so the replace is safe
+    _same(replaced, compiled.cron)
 
 
 def test_status_and_logs(stub):
-    assert stub.cli("submit").returncode == 0
+    submitted = stub.cli("submit")
+    assert submitted.returncode == 0, submitted.stderr
     name = stub.requests()[0]["body"]["workflow"]["metadata"]["generateName"] + "x0001"
     status = stub.cli("status", name)
     assert status.returncode == 0, status.stderr
@@ -144,12 +186,32 @@ def test_server_outside_the_residency_policy_is_refused(tmp_path):
     assert proc.returncode == 2 and "$EUROLORA_ARGO_SERVER_URL" in proc.stderr
 
 
-@pytest.mark.parametrize("attr", ["inline_workflow", "workflow"])
-def test_request_bodies_of_the_compiled_pipeline_match_the_swagger(compiled, attr):
-    body = {"namespace": "eurolora", "workflow": getattr(compiled, attr)}
-    assert swagger_errors(body, swagger_body_definition("POST", "/api/v1/workflows/{namespace}")) == []
-    body = {"namespace": "eurolora", "template": compiled.template}
-    assert swagger_errors(body, swagger_body_definition("POST", "/api/v1/workflow-templates/{namespace}")) == []
+@pytest.mark.parametrize(("attr", "request_model", "model", "field"), [
+    ("inline_workflow", "WorkflowCreateRequest", "Workflow", "workflow"),
+    ("workflow", "WorkflowCreateRequest", "Workflow", "workflow"),
+    ("template", "WorkflowTemplateCreateRequest", "WorkflowTemplate", "template"),
+    ("cron", "CreateCronWorkflowRequest", "CronWorkflow", "cron_workflow"),
+])
+def test_hera_request_models_keep_every_compiled_field(compiled, attr, request_model, model, field):
+    """The body exactly as Hera's service serialises it (same call, same options) holds the compiled
+    object field for field: nothing the v4.0.5 models do not know is dropped."""
+    from hera.workflows import models as m
+
+    obj = getattr(compiled, attr)
+    req = getattr(m, request_model)(namespace="eurolora", **{field: getattr(m, model).model_validate(obj)})
+    body = json.loads(req.model_dump_json(exclude_none=True, by_alias=True, exclude_unset=True,
+                                          exclude_defaults=True))
+    sent = body[next(k for k in body if k != "namespace")]
+    assert sent == obj
+
+
+def test_nothing_dropped_check_can_fail(fake_compiled):
+    """A v4.1 field the v4.0.5 models lack is dropped by Hera: the comparison above would see it."""
+    from hera.workflows import models as m
+
+    obj = json.loads(json.dumps(fake_compiled.workflow))
+    obj["spec"]["notAnArgoV405Field"] = True
+    assert "notAnArgoV405Field" not in json.loads(m.Workflow.model_validate(obj).model_dump_json(by_alias=True))["spec"]
 
 
 def test_swagger_validation_rejects_a_bad_body():
@@ -168,20 +230,57 @@ def test_base_url_keeps_its_path_prefix(url, expected):
     assert normalise_base_url(url).endswith("/")
 
 
-def test_wait_gives_up_after_its_timeout():
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.extensions["timeout"]["read"] == 3.0  # every call is bounded
-        return httpx.Response(200, json={"metadata": {"name": "wf"}, "status": {"phase": "Running"}})
-
+def test_wait_gives_up_after_its_timeout(stub):
+    assert stub.cli("submit").returncode == 0
+    name = stub.requests()[0]["body"]["workflow"]["metadata"]["generateName"] + "x0001"
     now = [0.0]
-    client = ArgoClient("http://argo.local", "ns", timeout_s=3.0, transport=httpx.MockTransport(handler))
-    with pytest.raises(ArgoError, match="still running after 10s"):
-        client.wait("wf", timeout_s=10, poll_s=4, clock=lambda: now[0],
-                    sleep=lambda s: now.__setitem__(0, now[0] + s))
-    assert now[0] == 8.0
+    with ArgoClient(stub.base, "eurolora", token=TOKEN) as client, \
+            pytest.raises(ArgoError, match="still running after 6s"):
+        client.wait(name, timeout_s=6, poll_s=4, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert now[0] == 4.0  # polled at 0 s and 4 s; the stub answers Succeeded only on the third poll
+
+
+def test_every_request_is_bounded_by_the_timeout():
+    """Hera sets no timeout: a server that accepts and never answers must not hang the CLI."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        client = ArgoClient(f"http://127.0.0.1:{silent.getsockname()[1]}/argo", "ns", timeout_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(ArgoError, match=r"GET http://127\.0\.0\.1:\d+/argo/api/v1/workflows/ns/wf: timed out"):
+            client.get_workflow("wf")
+        with pytest.raises(ArgoError, match="timed out|Timeout"):
+            list(client.logs("wf"))
+    assert time.monotonic() - started < 10
 
 
 def test_unreachable_server_is_a_clear_error():
     client = ArgoClient(f"http://127.0.0.1:{free_port()}/argo", "ns", timeout_s=2.0)
     with pytest.raises(ArgoError, match=r"GET http://127\.0\.0\.1:\d+/argo/api/v1/workflows/ns/wf"):
         client.get_workflow("wf")
+
+
+def test_token_from_environment_file_or_config(tmp_path, monkeypatch):
+    from pydantic import SecretStr
+
+    monkeypatch.delenv("ARGO_TOKEN", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    assert resolve_token("ARGO_TOKEN", None, SecretStr("from-config")) == "from-config"
+    assert resolve_token("ARGO_TOKEN", token_file, None) == "from-file"
+    monkeypatch.setenv("ARGO_TOKEN", "from-env")
+    assert resolve_token("ARGO_TOKEN", token_file, None) == "from-env"
+    monkeypatch.delenv("ARGO_TOKEN")
+    with pytest.raises(ArgoError, match="argo.token_file=.*cannot read it"):
+        resolve_token("ARGO_TOKEN", tmp_path / "missing", None)
+
+
+def test_token_from_config_file_is_sent_and_never_shown(stub, tmp_path):
+    token_file = tmp_path / "argo-token"
+    token_file.write_text(TOKEN)
+    proc = stub.cli("submit", opts=("--set", f"argo.token_file={token_file}"), env={"ARGO_TOKEN": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert _check_bodies(stub)  # every request carried the token from the file
+    for text in (json.dumps(r["body"]) for r in stub.requests()):
+        assert TOKEN not in text
