@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from steps.generate_qa.filters import QAPair
-from steps.generate_qa.generate import Generated
+from steps.generate_qa.generate import ChunkTally, Generated
 from steps.generate_qa.split import SPLITS, Split
 
 REJECTED_FILE = "qa_rejected.jsonl"
@@ -40,9 +40,26 @@ def write_artifact(generated: Generated, assignment: dict[str, Split], n_chunks:
                    for split, pairs in by_split.items()},
         "accepted_by_language": _count(p.language for p in generated.accepted),
         "accepted_by_type": _count(p.type for p in generated.accepted),
+        "shortfall": _shortfall(generated.per_chunk),
     }
     (directory / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
     return stats
+
+
+def _shortfall(per_chunk: dict[str, ChunkTally]) -> dict[str, Any]:
+    """Pairs asked for (pairs_per_chunk + unanswerable_per_chunk per chunk) against pairs produced, in
+    total and per chunk, with the reason for each missing pair."""
+    total: Counter[str] = Counter()
+    for tally in per_chunk.values():
+        total.update(tally.shortfall)
+    return {
+        "requested": sum(tally.requested for tally in per_chunk.values()),
+        "produced": sum(tally.produced for tally in per_chunk.values()),
+        "by_reason": dict(sorted(total.items())),
+        "per_chunk": {chunk_id: {"requested": tally.requested, "produced": tally.produced,
+                                 "by_reason": dict(sorted(tally.shortfall.items()))}
+                      for chunk_id, tally in sorted(per_chunk.items())},
+    }
 
 
 def _write_jsonl(path: Path, rows: Iterable[BaseModel]) -> None:

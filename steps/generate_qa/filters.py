@@ -1,7 +1,8 @@
 """The quality filter: every generated pair is accepted or rejected with one reason.
 
-Checks run cheapest first: form and topic of the question, the answer (answerable pairs), language, then
-dedup last so that a rejected pair never blocks a later, valid pair with the same question.
+Checks run cheapest first: form and topic of the question, the answer (answerable pairs) or that the
+chunk does not answer the question (unanswerable ones), language, then dedup last so that a rejected
+pair never blocks a later, valid pair with the same question.
 """
 
 from enum import StrEnum
@@ -19,18 +20,30 @@ MIN_LANGUAGE_LETTERS = 20
 MAX_ANSWER_IN_QUESTION = 0.8
 # Words at least this long count as substantial for the topic check (shorter ones are mostly function words).
 TOPIC_WORD_CHARS = 5
+# Words that ask rather than name something: an "unanswerable" question needs a substantial word besides
+# these that its chunk lacks, else the chunk probably answers it.
+QUESTION_WORDS = frozenset({
+    "which", "where", "whose", "there", "about",
+    "welche", "welcher", "welches", "welchen", "warum", "wieviel", "wieviele", "woher", "wohin",
+    "quelle", "quels", "quelles", "combien", "pourquoi", "comment",
+    "cuánto", "cuánta", "cuántos", "cuántas", "cuándo", "dónde", "cuáles", "quién", "quiénes",
+    "quanto", "quanta", "quanti", "quante", "quando", "perché", "quale", "quali",
+    "welke", "waarom", "wanneer", "hoeveel",
+})
 
 
 class Reason(StrEnum):
     GENERATION_ERROR = "generation_error"  # the engine returned an error for the request
     TRUNCATED = "truncated"  # the token budget ran out before the JSON closed
     INVALID_JSON = "invalid_json"
+    SCHEMA_INVALID = "schema_invalid"  # JSON, but not what the request's schema allows (keys, bounds)
     QUESTION_LENGTH = "question_length"
     ANSWER_LENGTH = "answer_length"
     NOT_A_QUESTION = "not_a_question"  # no question mark
     COPIED_EXAMPLE = "copied_example"  # asks about the few-shot example's topic, not the chunk's
     OFF_TOPIC = "off_topic"  # shares no substantial word with the chunk ("What is the answer?")
     ANSWER_IS_REFUSAL = "answer_is_refusal"  # an answerable pair whose answer refuses
+    ANSWERABLE_FROM_CHUNK = "answerable_from_chunk"  # an "unanswerable" question asking only what the chunk says
     NOT_GROUNDED = "not_grounded"  # too few answer words occur in the chunk
     ANSWER_IN_QUESTION = "answer_in_question"  # the question restates its answer (a copied sentence)
     WRONG_LANGUAGE = "wrong_language"
@@ -97,6 +110,8 @@ class QualityFilter:
                 return Reason.NOT_GROUNDED
             if _share_in(set(words(answer)), question) >= MAX_ANSWER_IN_QUESTION:
                 return Reason.ANSWER_IN_QUESTION
+        elif not unknown_to(question_words, context_words):
+            return Reason.ANSWERABLE_FROM_CHUNK
         if not self.language_matches(question, pair.language):
             return Reason.WRONG_LANGUAGE
         if normalise(question) in self._seen:
@@ -111,6 +126,21 @@ class QualityFilter:
             return True
         detected = self._detector.detect(text)
         return detected in (UNKNOWN, expected)
+
+
+def unknown_to(question_words: set[str], context_words: set[str]) -> set[str]:
+    """The question's substantial words that no word of the context shares a stem with: what the question
+    asks about that the context does not mention. Stems are crude prefixes (all but the last 3 letters, at
+    least 5), so "reported" meets "report" and inflections do not count as new."""
+    found = set()
+    for word in question_words:
+        if len(word) < TOPIC_WORD_CHARS or word in QUESTION_WORDS:
+            continue
+        stem = word[:max(TOPIC_WORD_CHARS, len(word) - 3)]
+        if not any(other.startswith(stem) or word.startswith(other[:max(TOPIC_WORD_CHARS, len(other) - 3)])
+                   for other in context_words if len(other) >= TOPIC_WORD_CHARS):
+            found.add(word)
+    return found
 
 
 def _share_in(distinct_words: set[str], text: str) -> float:

@@ -54,6 +54,9 @@ class GenerateQASettings(BaseModel):
     max_new_tokens: int = Field(192, ge=16, le=4096)
     # Use only the first N chunks (in artifact order): a cap for tiny local budgets. None = all.
     max_chunks: int | None = Field(None, ge=1)
+    # Share of generation requests the engine may fail (HTTP errors, timeouts, crashes; not replies the
+    # filter rejects) before the step fails instead of publishing a dataset thinned by an outage.
+    max_failed_request_fraction: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
     def _bounds_consistent(self) -> Self:

@@ -2,10 +2,12 @@
 
 import pytest
 
-from steps.generate_qa.filters import QAPair, QualityFilter, Reason, grounding
+from steps.generate_qa.filters import QAPair, QualityFilter, Reason, grounding, unknown_to
+from steps.generate_qa.generate import Generated, RejectedPair, TooManyFailedRequests, check_failures
 from steps.generate_qa.refusals import REFUSALS, is_refusal
 from steps.generate_qa.settings import GenerateQASettings, SplitFractions
 from steps.generate_qa.split import split_documents, split_sizes
+from steps.generate_qa.text import words
 
 CONTEXT_EN = ("Nordlicht Logistik GmbH was founded on 14 March 2009 in Hamburg. The canteen opens at 7:30 "
               "and closes at 15:00. Night shifts between 22:00 and 06:00 earn an allowance of 25 percent.")
@@ -82,6 +84,24 @@ def test_ungrounded_refusal_passes_only_for_unanswerable_questions(quality: Qual
     assert quality.check(pair(question=question, answer=REFUSALS["en"], answerable=False)) is None
 
 
+@pytest.mark.parametrize("question", [
+    "When does the canteen open?",  # "canteen" is in the chunk, "open" too short to count
+    "When was Nordlicht Logistik founded in Hamburg?",
+    "How much is the allowance for night shifts?",  # "shifts" meets "shifts", "allowance" is there
+    "Which allowance do night shifts earn?",  # question words alone are nothing new
+])
+def test_unanswerable_question_the_chunk_answers_is_rejected(quality: QualityFilter, question: str) -> None:
+    assert quality.check(pair(question=question, answer=REFUSALS["en"], answerable=False)) == \
+        Reason.ANSWERABLE_FROM_CHUNK
+
+
+def test_unknown_to_names_what_the_context_never_mentions() -> None:
+    context = set(words(CONTEXT_EN))
+    assert unknown_to(set(words("Who reported the canteen's prices?")), context) == {"reported", "prices"}
+    assert unknown_to(set(words("Where is the founder of Nordlicht buried?")), context) == {"buried"}
+    assert unknown_to(set(words("Which shift allowances apply?")), context) == {"apply"}  # stems meet
+
+
 def test_short_questions_skip_the_language_check(quality: QualityFilter) -> None:
     assert quality.check(pair(question="Wann öffnet Hamburg?")) is None  # too few letters to tell
 
@@ -135,3 +155,25 @@ def test_split_fractions_are_validated() -> None:
         GenerateQASettings(question_min_chars=50, question_max_chars=20)
     with pytest.raises(ValueError, match="raise it to at least 176"):
         GenerateQASettings(max_new_tokens=160)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="max_failed_request_fraction"):
+            GenerateQASettings(max_failed_request_fraction=bad)
+
+
+def _outcome(failed: int, requests: int) -> Generated:
+    out = Generated()
+    out.counts["requests"] = requests
+    out.rejected = [RejectedPair(reason="generation_error", type="factual", answerable=True, language="en",
+                                 chunk_id="c#0", doc_id="d", error="HTTP 503 (after 5 attempts)")] * failed
+    out.rejected += [RejectedPair(reason="not_grounded", type="factual", answerable=True, language="en",
+                                  chunk_id="c#0", doc_id="d")] * (requests - failed)
+    return out
+
+
+def test_failed_requests_over_the_cap_fail_the_step() -> None:
+    check_failures(_outcome(failed=5, requests=10), max_fraction=0.5)  # at the cap: published
+    check_failures(_outcome(failed=0, requests=10), max_fraction=0.0)  # rejected replies are not failures
+    with pytest.raises(TooManyFailedRequests, match=r"failed 6 of 10 requests \(60%.*HTTP 503 \(after 5 attempts\)': 6"):
+        check_failures(_outcome(failed=6, requests=10), max_fraction=0.5)
+    with pytest.raises(TooManyFailedRequests):
+        check_failures(_outcome(failed=1, requests=10), max_fraction=0.0)
