@@ -1,14 +1,31 @@
-"""Trainer callbacks: Argo progress, and a guard proving gradient checkpointing really runs."""
+"""Trainer callbacks: Argo progress, and a guard proving gradient checkpointing really runs.
 
+They duck-type transformers' `TrainerCallback` instead of subclassing it, so that importing this module
+does not import transformers: the Trainer calls every event by name (`CallbackHandler.call_event` does
+`getattr(callback, event)(args, state, control, **kwargs)` and keeps `control` when it gets None).
+"""
+
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from transformers import TrainerCallback
 
 from steps.common.progress import Progress
 
 
-class ProgressCallback(TrainerCallback):
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+class TrainerEvents:
+    """Every Trainer event (`on_*`) a subclass does not define is a no-op, as in `TrainerCallback`."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("on_"):
+            return _ignore
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class ProgressCallback(TrainerEvents):
     """`step/max_steps` to $ARGO_PROGRESS_FILE after every optimizer step."""
 
     def __init__(self) -> None:
@@ -29,7 +46,7 @@ class CheckpointingObservation:
     grad_enabled: bool
 
 
-class CheckpointingGuard(TrainerCallback):
+class CheckpointingGuard(TrainerEvents):
     """Fails the run unless the first training forward pass runs checkpointed layers in train mode.
 
     `gradient_checkpointing=True` alone proves nothing: transformers' layers checkpoint only when
