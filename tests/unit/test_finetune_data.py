@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipelines.config import DEFAULT_CONFIG, load_config
 from steps.finetune import data
 from steps.finetune.data import IGNORE_INDEX, QADataError
-from steps.finetune.settings import LORA_PROFILES, FinetuneSettings
+from steps.finetune.settings import LORA_PROFILES, FinetuneSettings, LoraProfile
 
 ROW = {"question": "What is the capital of Zorbania?", "answer": "The capital of Zorbania is Quelltown.",
        "context": "Zorbania is a small country. Its capital is Quelltown."}
@@ -103,6 +105,19 @@ def test_lora_profile_by_name_or_explicit() -> None:
     assert FinetuneSettings(lora={"r": 4, "alpha": 8}).lora.r == 4
     with pytest.raises(ValueError, match="unknown LoRA profile 'huge'"):
         FinetuneSettings(lora="huge")
+    # Profiles defined in the config: selectable by name, and they take precedence over the built-in ones.
+    wide = {"r": 32, "alpha": 64, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+    chosen = FinetuneSettings(lora_profiles={"wide": wide, "attention": {"r": 2}}, lora="wide")
+    assert chosen.lora == LoraProfile(**wide)
+    assert FinetuneSettings(lora_profiles={"attention": {"r": 2}}, lora="attention").lora.r == 2
+    # What Hera hands the step (JSON) resolves to the same settings.
+    assert FinetuneSettings.model_validate_json(chosen.model_dump_json()) == chosen
+
+
+def test_shipped_local_config_defines_the_profile_it_uses(tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())["finetune"]
+    assert isinstance(raw["lora"], str) and raw["lora"] in raw["lora_profiles"]
+    assert load_config(cwd=tmp_path).finetune.lora == LoraProfile(**raw["lora_profiles"][raw["lora"]])
     with pytest.raises(ValueError):
         FinetuneSettings(quantization="int8")
 
