@@ -10,7 +10,7 @@ REGISTRY ?= registry.invalid/eurolora
 IMAGE_TAG ?= 0.1.0
 IMAGE_FAMILIES := cpu train-gpu infer-gpu
 
-.PHONY: venv prometheus demo test test-fast bench images compile-golden clean
+.PHONY: venv prometheus demo test test-fast bench images images-lock compile-golden clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +61,22 @@ images:
 		DOCKER_BUILDKIT=1 docker build -f images/$$family.Dockerfile -t $(REGISTRY)/eurolora-$$family:$(IMAGE_TAG) . || exit 1; \
 	done
 
-# Regenerates the golden Argo manifests; never run in CI (the compile tests compare against them).
+# The images' lock files: every third-party package of each family's pyproject extra, resolved for the
+# images' platform (CPython 3.11, Linux x86_64, glibc >= 2.28), with hashes. Needs PyPI; review the diff.
+LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+images-lock: venv
+	@mkdir -p images/requirements
+	for family in $(IMAGE_FAMILIES); do \
+		$(VENV)/bin/uv pip compile pyproject.toml --extra $$family $(LOCK_PLATFORM) --generate-hashes \
+			--no-emit-package eurolora --custom-compile-command "make images-lock" --quiet \
+			-o images/requirements/$$family.txt || exit 1; \
+	done
+
+# Regenerates every golden set (manifests/argo, manifests/cluster, tests/compile/golden/fake) from the
+# compile tests' own fixtures; refused under CI (the compile tests compare against these files).
 compile-golden: venv
-	$(VENV)/bin/eurolora compile pipelines/configs/cluster-example.yaml --out manifests/argo --cluster-out manifests/cluster
+	@if [ -n "$$CI" ]; then echo "compile-golden: refused under CI"; exit 1; fi
+	EUROLORA_REGENERATE_GOLDEN=1 $(PY) -m pytest -q -p no:cacheprovider tests/compile/test_golden.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

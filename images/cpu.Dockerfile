@@ -12,10 +12,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/eurolora
 ENV PATH=/opt/eurolora/bin:$PATH
 WORKDIR /src
+# Third-party packages exactly as locked (images/requirements/cpu.txt, `make images-lock`; hashes
+# checked), then the project with its `cpu` extra resolved offline against them (--no-index: a
+# requirement the lock lacks fails the build instead of being fetched unpinned).
+COPY images/requirements/cpu.txt ./requirements.txt
+RUN pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY steps ./steps
-RUN pip install ".[cpu]" && pip check
+RUN pip install --no-index --no-build-isolation ".[cpu]" && pip check
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 eurolora \
@@ -27,5 +32,5 @@ ENV PATH=/opt/eurolora/bin:$PATH \
     VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
 USER 10001:10001
 WORKDIR /home/eurolora
-# Argo runs each step as: python -m pipelines.argo.step_runner -e steps.<step>:run <inputs file>
-CMD ["python", "-c", "import pipelines.argo.step_runner, steps.common.contract; print('eurolora-cpu ok')"]
+# Argo runs each step as Hera's runner: python -m hera.workflows.runner -e steps.<step>:run <inputs file>
+CMD ["python", "-c", "import hera.workflows.runner, steps.common.contract; print('eurolora-cpu ok')"]

