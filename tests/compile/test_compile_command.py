@@ -149,3 +149,26 @@ def test_compile_never_imports_heavy_libraries(tmp_path, pipeline):
                           cwd=REPO_ROOT)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "heavy": []}, proc.stderr
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("argo.schedule.timezone=Europe/Berln", "'Europe/Berln' is not an IANA time zone"),
+    ("argo.token_file=/run/argo-token", "argo.token and argo.token_file are both set"),
+])
+def test_bad_argo_settings_are_refused_at_load(tmp_path, override, message):
+    extra = ("--set", "argo.token=x") if "token_file" in override else ()
+    proc = _compile(tmp_path, "--set", override, *extra)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_a_token_in_the_config_never_reaches_a_manifest(example_config):
+    from pydantic import SecretStr
+
+    from pipelines.argo.cluster import cluster_manifests
+
+    config = example_config.model_copy(deep=True)
+    config.argo.token = SecretStr("t0ken-in-the-config")
+    compiled = compile_pipeline(config, fake_pipeline())
+    texts = [to_yaml(getattr(compiled, attr)) for attr in (*MANIFEST_FILES, "inline_workflow")]
+    texts += [json.dumps(docs) for docs in cluster_manifests(config).files.values()]
+    assert not any("t0ken-in-the-config" in text for text in texts)
