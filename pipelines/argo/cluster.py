@@ -28,6 +28,8 @@ SUBMITTER_ROLE_RULES = [
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 SECRETS_TEMPLATE = "secrets.template"
+# The API server's in-cluster names: not pods a selector can match; the api_server_cidrs rule covers them.
+API_SERVER_HOSTS = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 
 
 @dataclass
@@ -89,6 +91,8 @@ def network_policy(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
         warnings.append("argo.network.api_server_cidrs is empty: the NetworkPolicy blocks the API server, so "
                         "Argo's executor cannot report step results")
     for key, host, port in sorted(_endpoints(config), key=lambda e: (e[1], e[2])):
+        if host in API_SERVER_HOSTS and net.api_server_cidrs:
+            continue
         labels = host.split(".")
         if host.endswith((".svc.cluster.local", ".svc")):
             pods = net.service_pods.get(host)

@@ -118,3 +118,13 @@ def test_artifact_repository_configmap(example_config):
     assert set(s3["accessKeySecret"]) == {"name", "key"}  # by reference only
     cache = next(d for d in docs if d["metadata"]["name"] == example_config.argo.memoize_configmap)
     assert cache["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Cache"
+
+
+def test_the_api_server_by_its_service_name_is_covered_by_its_cidrs(example_config):
+    config = example_config.model_copy(deep=True)
+    config.canary.kubernetes.api_url = "https://kubernetes.default.svc"
+    policy, warnings = network_policy(config)
+    assert not any("kubernetes.default.svc" in w for w in warnings)
+    api = [r for r in policy["spec"]["egress"] if any("ipBlock" in p for p in r["to"])
+           and {"protocol": "TCP", "port": 6443} in r["ports"]]
+    assert [p["ipBlock"]["cidr"] for r in api for p in r["to"]] == config.argo.network.api_server_cidrs

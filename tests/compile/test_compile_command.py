@@ -11,7 +11,7 @@ import yaml
 from pipelines.argo.checks import CompileError
 from pipelines.argo.commands import MANIFEST_FILES
 from pipelines.argo.compiler import compile_pipeline, to_yaml
-from pipelines.spec import FromStep, Node, Pipeline
+from pipelines.spec import FromConfig, FromStep, Node, Pipeline
 from tests.compile.conftest import EXAMPLE_CONFIG, REPO_ROOT, RUN_CLI_FAKE, cli_argv, fake_pipeline
 
 HEAVY = ("torch", "transformers", "vllm", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "mlflow")
@@ -172,3 +172,10 @@ def test_a_token_in_the_config_never_reaches_a_manifest(example_config):
     texts = [to_yaml(getattr(compiled, attr)) for attr in (*MANIFEST_FILES, "inline_workflow")]
     texts += [json.dumps(docs) for docs in cluster_manifests(config).files.values()]
     assert not any("t0ken-in-the-config" in text for text in texts)
+
+
+def test_too_many_metrics_is_an_error_not_a_cut(example_config):
+    """98 numeric outputs + 3 step metrics exceed the CRD's 100: compile says so instead of dropping some."""
+    wide = Node("wide", "tests.compile.fake_steps.wide", "cpu", {"label": FromConfig("name")})
+    with pytest.raises(CompileError, match="step wide: 101 Prometheus metrics, Argo allows at most 100"):
+        compile_pipeline(example_config, Pipeline((wide,)))
