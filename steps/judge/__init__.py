@@ -75,15 +75,11 @@ def _copy_for_argo_ui(report: Path) -> None:
 
 @transient_exit
 def run(inputs: JudgeInputs) -> JudgeOutputs:
-    import json
-
-    from steps.common.contract import publishing
     from steps.common.engines import make_engine
     from steps.judge.dataset import TEST_FILE, load_items
     from steps.judge.evaluate import evaluate
-    from steps.judge.item_table import write_csv
+    from steps.judge.publish import publish_results
     from steps.judge.records import measure
-    from steps.judge.report import render_report
 
     started = time.perf_counter()
     context, settings = inputs.context, inputs.settings
@@ -109,15 +105,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
 
     metrics = measure(records, champion_version, settings.gate,
                       {**timings, "total": time.perf_counter() - started})
-    with publishing(context, "judge", "report") as (out_dir, report_uri):
-        Path(out_dir, METRICS_FILE).write_text(metrics.model_dump_json(indent=1))
-        with Path(out_dir, ITEMS_FILE).open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n"
-                              for r in records)
-        write_csv(records, Path(out_dir, ITEMS_TABLE_FILE))
-        Path(out_dir, REPORT_FILE).write_text(
-            render_report(metrics, records, settings.report_examples, context.run_id),
-            encoding="utf-8")
+    report_uri = publish_results(context, metrics, records, settings.report_examples)
     _copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)
     decision = metrics.gate
     log.info("gate %s on %d items (unusable verdicts %s, generation errors %s) in %.1fs",

@@ -62,7 +62,8 @@ def test_promote_end_to_end_through_the_server(context: RuntimeContext, mlflow_s
     assert mv.source.startswith("mlflow-artifacts:/") and mv.source.endswith("/artifacts/adapter")
     assert mv.tags["eurolora.adapter_uri"] == first_inputs.adapter_uri
     assert mv.tags["eurolora.decision"] == "promoted"
-    assert mv.tags["eurolora.metrics.candidate.win_rate"] == "0.71"
+    assert mv.tags["eurolora.metrics.candidate.stop_rate.value"] == "1.0"  # the judge's gate numbers
+    assert mv.tags["eurolora.metrics.gate.n"] == "24" and mv.tags["eurolora.gate.passed"] == "true"
     # The server proxied the adapter into its artifacts destination, byte for byte.
     stored = list(mlflow_server.artifacts_dir.rglob(f"{first_inputs.mlflow_run_id}/artifacts/adapter/*"))
     published = context.store().materialize(first_inputs.adapter_uri, context.scratch() / "check")

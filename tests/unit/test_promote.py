@@ -1,5 +1,7 @@
-"""The promote step against a real MLflow registry in a SQLite file (no server)."""
+"""The promote step against a real MLflow registry in a SQLite file (no server), on reports the judge's
+own code wrote (tests/fixtures/mlflow.py: publish_report)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,11 @@ def _candidate(context: RuntimeContext, uri: str, model: str, tmp_path: Path, na
                           gate_passed=passed, expected=expected, lock={"settle_s": 0.05})
 
 
+def _eval_metrics(context: RuntimeContext, report_uri: str, tmp_path: Path) -> dict:
+    return json.loads((context.store().materialize(report_uri, tmp_path / "report") / "eval_metrics.json")
+                      .read_text())
+
+
 def _aliases(uri: str, model: str) -> dict[str, str]:
     return {k: str(v) for k, v in mlflow_client(uri).get_registered_model(model).aliases.items()}
 
@@ -64,11 +71,20 @@ def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
     assert tags["eurolora.judge_model"] == "SmolLM2-135M-Instruct"
     assert tags["eurolora.pipeline_run_id"] == "t"
     assert len(tags["eurolora.adapter_digest"]) == 64
-    assert tags["eurolora.metrics.candidate.win_rate"] == "0.71"
-    assert tags["eurolora.metrics.candidate.scores.faithfulness"] == "4.1"
-    assert tags["eurolora.metrics.gate.p_value"] == "0.012"
+    # The gate's numbers as the judge wrote them to eval_metrics.json, one tag per number.
+    report = _eval_metrics(context, inputs.report_uri, tmp_path)
+    assert tags["eurolora.gate.passed"] == "true" and tags["eurolora.gate.reason"] == report["gate"]["reason"]
+    assert (tags["eurolora.metrics.gate.n"], tags["eurolora.metrics.gate.confidence"]) == ("24", "0.95")
+    for difference in ("a_rate_difference", "c_rate_difference"):
+        for bound in ("value", "low", "high"):
+            assert tags[f"eurolora.metrics.gate.{difference}.{bound}"] == repr(report["gate"][difference][bound])
+    for side in ("candidate", "champion"):
+        for rate in ("a_rate", "c_rate", "stop_rate", "refusal_rate"):
+            for bound in ("value", "low", "high"):
+                assert tags[f"eurolora.metrics.{side}.{rate}.{bound}"] == repr(report[side][rate][bound])
+    assert tags["eurolora.metrics.candidate.stop_rate.value"] == "1.0"
     assert "eurolora.metrics.gate.passed" not in tags  # booleans are not numbers
-    assert tags["eurolora.gate.passed"] == "true"
+    assert "eurolora.metrics.truncated" not in tags
     assert tags["eurolora.decision"] == "promoted"
     assert "no champion" in tags["eurolora.reason"]
 
@@ -88,12 +104,15 @@ def test_second_promotion_moves_champion_and_previous(
 def test_rejected_candidate_keeps_champion(
         context: RuntimeContext, mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
     champion = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "a"))
-    out = run(_candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b", passed=False,
-                         expected=champion.model_version))
+    rejected = _candidate(context, mlflow_sqlite_uri, mlflow_model, tmp_path, "b", passed=False,
+                          expected=champion.model_version)
+    out = run(rejected)
 
     assert (out.decision, out.promoted) == ("rejected", False)
     assert out.champion_version == champion.model_version
-    assert "gate failed: candidate not better than champion" == out.reason
+    gate_reason = _eval_metrics(context, rejected.report_uri, tmp_path)["gate"]["reason"]
+    assert gate_reason.startswith("Gate failed: only 0.500") and "minimum stop rate 0.900" in gate_reason
+    assert out.reason == f"gate failed: {gate_reason}"
     aliases = _aliases(mlflow_sqlite_uri, mlflow_model)
     assert aliases["champion"] == champion.model_version and "previous" not in aliases
     assert aliases["challenger"] == out.model_version
