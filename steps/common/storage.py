@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field
 
 from steps.common.errors import TransientError
-from steps.common.residency import ResidencyPolicy
+from steps.common.residency import ResidencyError, ResidencyPolicy
 
 MANIFEST_NAME = "MANIFEST.json"
 _CHUNK = 1024 * 1024
@@ -278,14 +278,38 @@ class ArtifactStore:
                 retries={"max_attempts": s3.max_attempts, "mode": "standard"},
                 s3={"addressing_style": s3.addressing_style},
             )
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=s3.endpoint_url,
-                aws_access_key_id=os.environ.get(s3.credentials.access_key_id_env),
-                aws_secret_access_key=os.environ.get(s3.credentials.secret_access_key_env),
-                config=config,
-            )
+            try:
+                client = boto3.client(
+                    "s3",
+                    endpoint_url=s3.endpoint_url,
+                    aws_access_key_id=os.environ.get(s3.credentials.access_key_id_env),
+                    aws_secret_access_key=os.environ.get(s3.credentials.secret_access_key_env),
+                    config=config,
+                )
+            except ValueError as exc:  # e.g. AWS_ENDPOINT_URL=https:// ("Invalid endpoint")
+                raise StorageError(f"cannot build the S3 client: {exc}") from None
+            self._client = self._checked(client)
         return self._client
+
+    def _checked(self, client: Any) -> Any:
+        """What boto3 resolved, not only what the config says: AWS_ENDPOINT_URL(_S3), AWS_REGION and
+        ~/.aws/config can all redirect a client whose endpoint is not configured here."""
+        key = ("storage.s3.endpoint_url" if self.settings.s3.endpoint_url
+               else "S3 endpoint from the AWS environment (storage.s3.endpoint_url unset)")
+        self.residency.check_region(client.meta.region_name or "", "storage.s3.region")
+        self.residency.check_url(client.meta.endpoint_url, key)
+        host = (urlsplit(client.meta.endpoint_url).hostname or "").lower()
+
+        def same_endpoint(request: Any, **_: Any) -> None:
+            # A bucket given as an access point ARN routes a request to the ARN's region, whatever the
+            # endpoint: every request must go to the checked host (or a bucket subdomain of it).
+            target = (urlsplit(request.url).hostname or "").lower()
+            if target != host and not target.endswith("." + host):
+                raise ResidencyError("S3 request host", target, f"not the checked S3 endpoint {host!r} "
+                                     "(an access point ARN, or another region's endpoint)")
+
+        client.meta.events.register("before-send.s3", same_endpoint)
+        return client
 
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
