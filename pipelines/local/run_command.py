@@ -33,7 +33,7 @@ def handle(args: argparse.Namespace) -> int:
     from pipelines.local.prometheus_process import PrometheusNotInstalled, prometheus_binary
     from pipelines.local.runner import LocalRunner, RunInterrupted, StepFailed
     from pipelines.local.serving_stack import canary_serving, needs_local_serving
-    from pipelines.local.summary_table import print_summary
+    from pipelines.local.summary_table import print_summary, registry_aliases
     from pipelines.spec import build_pipeline
 
     if args.resume and args.config is None:
@@ -84,7 +84,7 @@ def handle(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"eurolora: {exc}", file=sys.stderr)
         return 2
-    print_summary(summary)
+    print_summary(summary, registry_aliases(config))
     return 0
 
 

@@ -82,7 +82,8 @@ def test_full_pipeline_runs_offline(offline_run: dict) -> None:
     assert outputs["promote"]["model_version"] == "1" and outputs["promote"]["decision"] == "promoted"
     report = Path(outputs["judge"]["report_uri"].removeprefix("file://")) / "report.html"
     assert report.is_file() and "<svg" in report.read_text()
-    for expected in ("training loss:", "gate:", "registry: version 1", "held-out evaluation", "canary:"):
+    for expected in ("training loss", "gate decision", "registry version", "aliases", "held-out evaluation",
+                     "judge report"):
         assert expected in offline_run["stdout"]
 
 
