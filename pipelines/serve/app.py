@@ -8,10 +8,12 @@ API (vLLM's where vLLM has one):
   xgrammar. `max_tokens`/`max_completion_tokens`, `temperature` and `seed` are honoured; `top_p`
   and penalties are accepted and ignored; `n > 1`, `stop`, `logprobs` and `tools` are refused (400).
   `stream: true` answers Server-Sent Events in the `chat.completion.chunk` format ending with
-  `data: [DONE]`, BUT the engine has no token streaming: the completion is generated in full first,
-  then sent as a burst of chunks (one per word). The concatenated deltas equal the non-streamed
-  text; time to first token equals the completion time.
-- `GET /v1/models`: the base model and every loaded adapter (`parent` = the base), like vLLM.
+  `data: [DONE]`: the text is sent as the engine generates it, one chunk per decoded token (inside a
+  batch, every request gets its own tokens after each decoding step). The concatenated deltas equal the
+  non-streamed text. A generation that fails after the stream began ends with an OpenAI error object
+  (`data: {"error": ...}`) before `[DONE]`.
+- `GET /v1/models`: the base model and every loaded adapter (`parent` = the base), like vLLM, plus each
+  adapter's `sha256` (of its config and weights; not in vLLM) so a client can tell which weights serve.
 - `POST /v1/load_lora_adapter {"lora_name", "lora_path"}`, `POST /v1/unload_lora_adapter {"lora_name"}`:
   vLLM's runtime adapter API and plain-text answers. Different weights under a loaded name are refused
   (use versioned names); the same weights again are a no-op. vLLM itself only offers these endpoints
@@ -35,8 +37,8 @@ import re
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +51,7 @@ from pipelines.serve.backend import Backend
 from pipelines.serve.batching import Batcher, BatcherClosed, Job, Sampling, ServerBusy
 from pipelines.serve.errors import APIError, install_error_handlers, validation_error
 from pipelines.serve.faults import Fault
-from pipelines.serve.metrics import CONTENT_TYPE, ServeMetrics
+from pipelines.serve.metrics import BAD_REQUEST, CONTENT_TYPE, MODEL_SERVER_ERROR, ServeMetrics
 from pipelines.serve.protocol import (
     ChatCompletionRequest,
     FaultRequest,
@@ -67,7 +69,6 @@ from steps.common.engines.base import GenerationRequest, GenerationResult
 log = logging.getLogger("eurolora.serve")
 
 M = TypeVar("M", bound=BaseModel)
-_WORDS = re.compile(r"\s*\S+|\s+")
 _WARMUP = [{"role": "user", "content": "Hello"}]
 
 
@@ -169,7 +170,7 @@ def create_app(backend: Backend, settings: ServeSettings, snapshot_dir: Path | N
         base = {"id": s.base, "object": "model", "created": s.created, "owned_by": "eurolora",
                 "root": backend.root, "parent": None, "max_model_len": backend.context_length}
         loras = [{"id": a.name, "object": "model", "created": a.created, "owned_by": "eurolora",
-                  "root": a.source, "parent": s.base, "max_model_len": backend.context_length}
+                  "root": a.source, "parent": s.base, "max_model_len": backend.context_length, "sha256": a.digest}
                  for a in s.adapters.all()]
         return {"object": "list", "data": [base, *loras]}
 
@@ -252,12 +253,14 @@ def create_app(backend: Backend, settings: ServeSettings, snapshot_dir: Path | N
 
 async def _chat(s: _State, request: Request) -> Response:
     arrived = time.perf_counter()
-    served = ""  # metrics label of the served model; "" while unknown (no label per client string)
+    asked = served = ""  # metrics labels: "" until the model resolved (no label per client string)
     try:
         body = await _parse(request, ChatCompletionRequest, s.settings.max_body_bytes)
         body.refuse_unsupported()
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        served, lora = _resolve(s, body.model, body.user, messages)
+        target, lora = _resolve(s, body.model, body.user, messages)
+        asked, served = body.model, target
+        s.metrics.objective_requests.labels(asked, served).inc()
         generation, prompt_tokens = await _prepare(s, body, messages, lora)
         fault = s.faults.get(served)
         if fault is not None:
@@ -270,57 +273,120 @@ async def _chat(s: _State, request: Request) -> Response:
             temperature=float(body.temperature if body.temperature is not None else s.settings.default_temperature),
             seed=body.seed if body.seed is not None else s.settings.seed,
         )
-        try:
+        done = _Done(s, asked, served, prompt_tokens, arrived, body.stream)
+        if body.stream:
+            return _stream(s, body, generation, sampling, lora, done)
+        with _admitted():
             job = await s.batcher.submit(generation, sampling, served, lora.name if lora else None)
-        except ServerBusy:
-            raise APIError(503, "the server is overloaded; retry later", code="server_busy") from None
-        except BatcherClosed:
-            raise APIError(503, "the server is shutting down", code="shutting_down") from None
-        result: GenerationResult = job.future.result()
-        if result.finish_reason == "error":
-            kind = (result.error or "error").split(":", 1)[0]
-            log.error("serve: generation failed for %s: %s", served, kind)
-            raise APIError(500, f"generation failed: {result.error}", code="generation_failed")
+        result = done.result(job)
     except APIError as exc:
-        s.metrics.errors.labels(served, str(exc.status), exc.code or "").inc()
+        _count_error(s, asked, served)
         log.info("serve: chat model=%s status=%d code=%s in %.3fs", served or "?", exc.status, exc.code,
                  time.perf_counter() - arrived)
         raise
-    _observe(s, served, job, result, prompt_tokens, arrived)
-    log.info("serve: chat model=%s status=200 batch=%d prompt_tokens=%d completion_tokens=%d finish=%s "
-             "queue=%.3fs total=%.3fs stream=%s", served, job.batch_size, prompt_tokens, result.completion_tokens,
-             result.finish_reason, job.started - job.enqueued, time.perf_counter() - arrived, body.stream)
-    request_id = completion_id()
-    if not body.stream:
-        return JSONResponse(completion_body(request_id=request_id, model=served, text=result.text,
-                                            finish_reason=result.finish_reason, prompt_tokens=prompt_tokens,
-                                            completion_tokens=result.completion_tokens))
+    return JSONResponse(completion_body(request_id=completion_id(), model=served, text=result.text,
+                                        finish_reason=result.finish_reason, prompt_tokens=prompt_tokens,
+                                        completion_tokens=result.completion_tokens))
+
+
+class _Done:
+    """What happens once a request's generation is over: metrics and the log line, or the error."""
+
+    def __init__(self, s: _State, asked: str, served: str, prompt_tokens: int, arrived: float, stream: bool) -> None:
+        self.s, self.asked, self.served = s, asked, served
+        self.prompt_tokens, self.arrived, self.stream = prompt_tokens, arrived, stream
+
+    def result(self, job: Job) -> GenerationResult:
+        """The job's result, observed; APIError (already counted by the caller) when generation failed."""
+        error = job.future.exception()
+        if isinstance(error, BatcherClosed):
+            raise APIError(503, "the server is shutting down", code="shutting_down")
+        if error is not None:
+            log.error("serve: generation failed for %s: %s", self.served, type(error).__name__)
+            raise APIError(500, f"internal server error ({type(error).__name__})", code="internal_error")
+        result = job.future.result()
+        if result.finish_reason == "error":
+            kind = (result.error or "error").split(":", 1)[0]
+            log.error("serve: generation failed for %s: %s", self.served, kind)
+            raise APIError(500, f"generation failed: {result.error}", code="generation_failed")
+        _observe(self.s, self.asked, self.served, job, result, self.prompt_tokens, self.arrived)
+        log.info("serve: chat model=%s status=200 batch=%d prompt_tokens=%d completion_tokens=%d finish=%s "
+                 "queue=%.3fs total=%.3fs stream=%s", self.served, job.batch_size, self.prompt_tokens,
+                 result.completion_tokens, result.finish_reason, job.started - job.enqueued,
+                 time.perf_counter() - self.arrived, self.stream)
+        return result
+
+
+@contextmanager
+def _admitted() -> Iterator[None]:
+    """The batcher's refusals as 503s."""
+    try:
+        yield
+    except ServerBusy:
+        raise APIError(503, "the server is overloaded; retry later", code="server_busy") from None
+    except BatcherClosed:
+        raise APIError(503, "the server is shutting down", code="shutting_down") from None
+
+
+def _count_error(s: _State, asked: str, served: str) -> None:
+    code = MODEL_SERVER_ERROR if served else BAD_REQUEST
+    s.metrics.objective_errors.labels(asked, served, code).inc()
+
+
+def _stream(s: _State, body: ChatCompletionRequest, generation: GenerationRequest, sampling: Sampling,
+            lora: Adapter | None, done: _Done) -> StreamingResponse:
+    """Answer at once and send the text as the engine generates it (one chunk per decoded piece)."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    with _admitted():
+        job = s.batcher.enqueue(generation, sampling, done.served, lora.name if lora else None,
+                                on_text=lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece))
+    # Runs after every piece: the worker's pieces were scheduled before the batch's result.
+    job.future.add_done_callback(lambda _: pieces.put_nowait(None))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(_sse(request_id, served, result, prompt_tokens, include_usage),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(_sse(job, pieces, done, include_usage), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
-async def _sse(request_id: str, model: str, result: GenerationResult, prompt_tokens: int,
-               include_usage: bool) -> AsyncIterator[bytes]:
-    """The finished completion as OpenAI stream chunks (see the module docstring: not token streaming)."""
-    created = int(time.time())
+async def _sse(job: Job, pieces: asyncio.Queue[str | None], done: _Done, include_usage: bool
+               ) -> AsyncIterator[bytes]:
+    """OpenAI stream chunks: the role, each piece as generated, the finish reason, usage, `[DONE]`.
+
+    A generation that fails after the 200 went out ends with an OpenAI error object before `[DONE]`."""
+    request_id, model, created = completion_id(), done.served, int(time.time())
 
     def event(data: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
-    def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
-        body = chunk_body(request_id=request_id, model=model, created=created, delta=delta, finish_reason=finish)
+    def chunk(delta: dict[str, str], finish: str | None) -> bytes:
+        data = chunk_body(request_id=request_id, model=model, created=created, delta=delta, finish_reason=finish)
         if include_usage:
-            body["usage"] = None
-        return body
+            data["usage"] = None
+        return event(data)
 
-    yield event(chunk({"role": "assistant", "content": ""}, None))
-    for piece in _WORDS.findall(result.text):
-        yield event(chunk({"content": piece}, None))
-    yield event(chunk({}, result.finish_reason))
+    yield chunk({"role": "assistant", "content": ""}, None)
+    sent: list[str] = []
+    while (piece := await pieces.get()) is not None:
+        sent.append(piece)
+        yield chunk({"content": piece}, None)
+    try:
+        result = done.result(job)
+    except APIError as exc:
+        _count_error(done.s, done.asked, done.served)
+        log.info("serve: chat model=%s streamed, then failed: code=%s", model, exc.code)
+        yield event(exc.body())
+        yield b"data: [DONE]\n\n"
+        return
+    streamed = "".join(sent)
+    if result.text.startswith(streamed):
+        if result.text[len(streamed):]:  # what a retried engine call did not stream
+            yield chunk({"content": result.text[len(streamed):]}, None)
+    else:
+        log.warning("serve: the streamed text of %s differs from its final text", model)
+    yield chunk({}, result.finish_reason)
     if include_usage:
         yield event({"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [], "usage": usage(prompt_tokens, result.completion_tokens)})
+                     "choices": [], "usage": usage(done.prompt_tokens, result.completion_tokens)})
     yield b"data: [DONE]\n\n"
 
 
@@ -400,7 +466,8 @@ def _schema_problem(schema: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def _observe(s: _State, model: str, job: Job, result: GenerationResult, prompt_tokens: int, arrived: float) -> None:
+def _observe(s: _State, asked: str, model: str, job: Job, result: GenerationResult, prompt_tokens: int,
+             arrived: float) -> None:
     m = s.metrics
     now = time.perf_counter()
     m.success.labels(model, result.finish_reason).inc()
@@ -411,6 +478,7 @@ def _observe(s: _State, model: str, job: Job, result: GenerationResult, prompt_t
     first_token = result.first_token_at or job.finished  # when the batch's prefill produced its first token
     m.ttft.labels(model).observe(first_token - arrived)
     m.e2e.labels(model).observe(now - arrived)
+    m.objective_latency.labels(asked, model).observe(now - arrived)
     m.queue_time.labels(model).observe(job.started - job.enqueued)
     m.inference_time.labels(model).observe(job.finished - job.started)
 

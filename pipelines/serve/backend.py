@@ -1,12 +1,13 @@
-"""What the app needs from a model: token counting and batched generation. `EngineBackend` wraps the
-`transformers` engine; tests may pass any object with the same methods (see `Backend`)."""
+"""What the app needs from a model: token counting and batched generation, with each request's text
+streamed as it is generated. `EngineBackend` wraps the `transformers` engine; tests may pass any object
+with the same methods (see `Backend`)."""
 
 import logging
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.serve.batching import Sampling
+from pipelines.serve.batching import OnText, Sampling
 from steps.common.engines.base import EngineSettings, GenerationRequest, GenerationResult
 
 log = logging.getLogger("eurolora.serve")
@@ -20,8 +21,10 @@ class Backend(Protocol):
         """Tokens of the chat prompt as the engine will build it; ValueError for an unusable conversation."""
         ...
 
-    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[GenerationResult]:
-        """Called from one worker thread only."""
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling,
+                 on_text: OnText | None = None) -> list[GenerationResult]:
+        """Called from one worker thread only. The pieces given to `on_text` for a request concatenate to a
+        prefix of its result's text (the rest, if any, is what the caller sends last)."""
         ...
 
     def close(self) -> None: ...
@@ -61,10 +64,41 @@ class EngineBackend:
             raise ValueError(f"the model's chat template refused these messages ({type(exc).__name__})") from None
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling,
+                 on_text: OnText | None = None) -> list[GenerationResult]:
         self.engine.settings = self._settings.model_copy(
             update={"temperature": sampling.temperature, "seed": sampling.seed})
-        return self.engine.generate(requests)
+        if on_text is None:
+            return self.engine.generate(requests)
+        decoders = [_Detokenizer(self.engine.tokenizer) for _ in requests]
+
+        def on_token(index: int, token: int) -> None:
+            piece = decoders[index].add(token)
+            if piece:
+                on_text(index, piece)
+
+        return self.engine.generate(requests, on_token=on_token)
 
     def close(self) -> None:
         self.engine.close()
+
+
+class _Detokenizer:
+    """Incremental decoding of one request's tokens (in the engine's thread, with the engine's tokenizer).
+
+    Decodes everything so far and hands on only what is new, holding text back while it ends in an
+    incomplete UTF-8 sequence (a byte-level token can be half a character): the pieces concatenate to
+    what `decode(tokens)` gives at the end, as the engine's result text is built."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._tokens: list[int] = []
+        self._sent = ""
+
+    def add(self, token: int) -> str:
+        self._tokens.append(token)
+        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(self._sent):
+            return ""
+        piece, self._sent = text[len(self._sent):], text
+        return piece

@@ -9,7 +9,9 @@ waits for it, and a batch lasts as long as its longest generation.
 
 Requests with different sampling settings (temperature, seed) go to separate engine calls. If an
 engine call raises (the engine promises not to), its requests are retried one by one so that only
-the culprit fails.
+the culprit fails (those retries stream no text: the caller sends the rest of the text at the end).
+
+A job may carry `on_text`: it receives the job's text as it is generated, from the worker thread.
 """
 
 import asyncio
@@ -32,7 +34,9 @@ class Sampling:
     seed: int
 
 
-Generate = Callable[[list[GenerationRequest], Sampling], list[GenerationResult]]
+# (request index, new text): called from the generating thread, in order, while a batch runs.
+OnText = Callable[[int, str], None]
+Generate = Callable[[list[GenerationRequest], Sampling, OnText | None], list[GenerationResult]]
 
 
 class ServerBusy(Exception):
@@ -50,6 +54,7 @@ class Job:
     model: str  # the served model name (metrics label)
     lora: str | None  # the served adapter name, None for the base model
     future: asyncio.Future[GenerationResult]
+    on_text: Callable[[str], None] | None = None  # called from the worker thread with each new piece of text
     enqueued: float = field(default_factory=time.perf_counter)
     started: float = 0.0
     finished: float = 0.0
@@ -69,12 +74,14 @@ class Batcher:
         self._running: list[Job] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-engine")
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.batches = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="serve-batcher")
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -84,15 +91,23 @@ class Batcher:
                 job.future.set_exception(BatcherClosed())
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, request: GenerationRequest, sampling: Sampling, model: str, lora: str | None) -> Job:
-        """Queue one request and wait for its result (in `job.future`, already done on return)."""
+    def enqueue(self, request: GenerationRequest, sampling: Sampling, model: str, lora: str | None,
+                on_text: Callable[[str], None] | None = None) -> Job:
+        """Queue one request; its result arrives in `job.future`. ServerBusy when the queue is full."""
+        if self._closed:
+            raise BatcherClosed()
         if len(self._waiting) >= self._max_waiting:
             raise ServerBusy()
-        job = Job(request, sampling, model, lora, asyncio.get_running_loop().create_future())
+        job = Job(request, sampling, model, lora, asyncio.get_running_loop().create_future(), on_text)
         self._waiting.append(job)
         self._metrics.waiting.labels(model).inc()
         self._lora_state()
-        await self._queue.put(job)
+        self._queue.put_nowait(job)
+        return job
+
+    async def submit(self, request: GenerationRequest, sampling: Sampling, model: str, lora: str | None) -> Job:
+        """Queue one request and wait for its result (in `job.future`, already done on return)."""
+        job = self.enqueue(request, sampling, model, lora)
         await asyncio.shield(job.future)  # a cancelled client does not cancel the batch it is part of
         return job
 
@@ -138,9 +153,11 @@ class Batcher:
         self._metrics.batch_size.observe(len(jobs))
         self.batches += 1
         requests = [job.request for job in jobs]
+        listeners = [job.on_text for job in jobs]
+        on_text = None if not any(listeners) else _fan_out(listeners)
         outcome: list[GenerationResult] | BaseException
         try:
-            outcome = await loop.run_in_executor(self._executor, self._call_isolated, requests, sampling)
+            outcome = await loop.run_in_executor(self._executor, self._call_isolated, requests, sampling, on_text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the executor itself failed: fail these jobs only
@@ -161,10 +178,11 @@ class Batcher:
                  len({job.lora for job in jobs if job.lora}), finished - started,
                  sum(r.completion_tokens for r in outcome) if isinstance(outcome, list) else 0)
 
-    def _call_isolated(self, requests: list[GenerationRequest], sampling: Sampling) -> list[GenerationResult]:
+    def _call_isolated(self, requests: list[GenerationRequest], sampling: Sampling,
+                       on_text: OnText | None = None) -> list[GenerationResult]:
         """In the worker thread. Never raises: a failing call is retried request by request."""
         try:
-            results = self._generate(requests, sampling)
+            results = self._generate(requests, sampling, on_text)
             if len(results) != len(requests):
                 raise RuntimeError(f"the engine returned {len(results)} results for {len(requests)} requests")
             return results
@@ -179,3 +197,11 @@ class Batcher:
     def _lora_state(self) -> None:
         self._metrics.lora_state(running=[j.lora for j in self._running if j.lora],
                                  waiting=[j.lora for j in self._waiting if j.lora])
+
+
+def _fan_out(listeners: list[Callable[[str], None] | None]) -> OnText:
+    def on_text(index: int, piece: str) -> None:
+        listener = listeners[index]
+        if listener is not None:
+            listener(piece)
+    return on_text

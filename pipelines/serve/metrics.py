@@ -1,19 +1,26 @@
-"""Prometheus metrics under vLLM's names, one registry per app (no global state).
+"""Prometheus metrics, one registry per app (no global state): vLLM's names, and the per-target-model
+series of the Gateway API Inference Extension's endpoint picker (EPP), whose part this server plays too
+(its weighted routes stand for the gateway's InferenceModelRewrite).
 
-Difference from vLLM, on purpose: `model_name` is the model that actually served the request (the
-adapter's name for a LoRA request, else the base model's served name), so a canary can compare the
-challenger with the champion by label. vLLM labels every request with the base model's served name
-and reports adapters only in `vllm:lora_requests_info`; a canary against real vLLM must measure
-per-adapter latency and errors on the client side.
+vLLM's names, with one difference on purpose: `model_name` is the model that actually served the request
+(the adapter's name for a LoRA request, else the base model's served name). vLLM labels every request with
+the base model's served name and reports adapters only in `vllm:lora_requests_info`.
+`vllm:time_to_first_token_seconds` is observed when the engine produced the request's first token (after
+its batch's prefill), which is also when a streaming client gets its first text.
 
-`vllm:time_to_first_token_seconds` is measured where vLLM measures it, when the engine produced the
-request's first token (after its batch's prefill). A streaming client still receives the text when the
-batch finishes: the engine generates a batch in one call and streams nothing in between.
+The endpoint picker's names and semantics (what the canary reads on a cluster, manifests/serving/README.md):
+- `inference_objective_request_total{model_name,target_model_name}`: every request whose model resolved
+  (`model_name` as the client asked: a route, an adapter or the base; `target_model_name` what served),
+  counted before it is answered, so its errors are included;
+- `inference_objective_request_error_total{model_name,target_model_name,error_code}`: every error answer;
+  `error_code="ModelServerError"` once the target is known (the EPP's code for any non-200 answer of the
+  model server; a streamed generation that fails counts too), `"BadRequest"` with empty model labels
+  before (malformed, unknown model: no label per client string);
+- `inference_objective_request_duration_seconds{model_name,target_model_name}`: successful requests, from
+  arrival to the last token, with the EPP's buckets.
 
-Extensions not in vLLM: `eurolora_request_errors_total{model_name,status,code}` (every error answer of
-/v1/chat/completions, injected faults included; `model_name=""` when the model was unknown) and
-`eurolora_batch_size` (requests per engine call). `http_requests_total{handler,method,status}` has the
-shape of the instrumentator vLLM mounts (`status` as `2xx`, `4xx`, `5xx`).
+Also `eurolora_batch_size` (requests per engine call) and `http_requests_total{handler,method,status}` in
+the shape of the instrumentator vLLM mounts (`status` as `2xx`, `4xx`, `5xx`).
 """
 
 import time
@@ -30,6 +37,11 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
                    240.0, 480.0, 960.0, 1920.0, 7680.0)
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# The endpoint picker's request_duration_seconds buckets (gateway-api-inference-extension pkg/epp/metrics).
+EPP_LATENCY_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20,
+                       30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600)
+MODEL_SERVER_ERROR = "ModelServerError"
+BAD_REQUEST = "BadRequest"
 
 
 class ServeMetrics:
@@ -64,8 +76,17 @@ class ServeMetrics:
                                                    buckets=TOKEN_BUCKETS, registry=r)
         self.lora_info = Gauge("vllm:lora_requests_info", "Running stats on lora requests.",
                                ("max_lora", "running_lora_adapters", "waiting_lora_adapters"), registry=r)
-        self.errors = Counter("eurolora_request_errors", "Error answers of /v1/chat/completions.",
-                              ("model_name", "status", "code"), registry=r)
+        targets = ("model_name", "target_model_name")
+        self.objective_requests = Counter("inference_objective_request",
+                                          "Counter of inference objective requests broken out for each model "
+                                          "and target model.", targets, registry=r)
+        self.objective_errors = Counter("inference_objective_request_error",
+                                        "Counter of inference objective requests errors broken out for each "
+                                        "model and target model.", (*targets, "error_code"), registry=r)
+        self.objective_latency = Histogram("inference_objective_request_duration_seconds",
+                                           "Inference objective response latency distribution in seconds for "
+                                           "each model and target model.", targets, buckets=EPP_LATENCY_BUCKETS,
+                                           registry=r)
         self.batch_size = Histogram("eurolora_batch_size", "Requests per engine call.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.http = Counter("http_requests", "Total number of requests by method, status and handler.",

@@ -239,8 +239,8 @@ def test_fault_injection_hits_one_adapter_only(eurolora_server: ServeServer,
         assert set(faults) == {"fault-v2"} and faults["fault-v2"]["delayed"] == 4
         assert faults["fault-v2"]["injected_errors"] == statuses["fault-v2"].count(500)
         after = _metrics(eurolora_server)
-        name = "eurolora_request_errors_total"
-        labels = {"model_name": "fault-v2", "status": "500", "code": "injected_fault"}
+        name = "inference_objective_request_error_total"
+        labels = {"model_name": "fault-v2", "target_model_name": "fault-v2", "error_code": "ModelServerError"}
         assert _sample(after, name, **labels) - _sample(before, name, **labels) == statuses["fault-v2"].count(500)
         e2e = "vllm:e2e_request_latency_seconds_sum"
         assert _sample(after, e2e, model_name="fault-v2") - _sample(before, e2e, model_name="fault-v2") >= 1.5
@@ -252,16 +252,37 @@ def test_fault_injection_hits_one_adapter_only(eurolora_server: ServeServer,
     assert eurolora_server.chat("base", "Hi", max_tokens=1).status_code == 200
 
 
-def test_time_to_first_token_is_measured_at_the_first_token(eurolora_server: ServeServer) -> None:
+def _stream(server: ServeServer, body: dict) -> tuple[list[str], list[float], float]:
+    """(content pieces, seconds from the request to each piece's arrival, seconds to [DONE])."""
+    pieces, arrivals = [], []
+    started = time.perf_counter()
+    with server.client() as client, client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            payload = line.removeprefix("data: ")
+            if payload == "[DONE]":
+                return pieces, arrivals, time.perf_counter() - started
+            if payload and (choices := json.loads(payload)["choices"]) and choices[0]["delta"].get("content"):
+                pieces.append(choices[0]["delta"]["content"])
+                arrivals.append(time.perf_counter() - started)
+    raise AssertionError("the stream ended without [DONE]")
+
+
+def test_tokens_stream_as_generated_and_ttft_is_the_first_token(eurolora_server: ServeServer) -> None:
+    prompt = [{"role": "user", "content": "Write a long story about a lighthouse."}]
     before = _metrics(eurolora_server)
-    body = _ok(eurolora_server.chat("base", "Write a long story about a lighthouse.", max_tokens=48))
+    pieces, arrivals, total = _stream(eurolora_server, {"model": "base", "messages": prompt, "max_tokens": 48})
     after = _metrics(eurolora_server)
-    assert body["usage"]["completion_tokens"] >= 24  # many decoding steps after the first token
+    assert len(pieces) >= 24  # one piece per decoded token, many decoding steps
+    # The first text arrives after one prefill and one step, long before the 48th token (a burst sent at
+    # the end would arrive all at once, at the end).
+    assert arrivals[0] < total / 2 and arrivals[-1] - arrivals[0] > total / 3, (arrivals[0], arrivals[-1], total)
+    plain = _text(_ok(eurolora_server.chat("base", prompt[0]["content"], max_tokens=48)))
+    assert "".join(pieces) == plain
     ttft = _sample(after, "vllm:time_to_first_token_seconds_sum", model_name="base") - _sample(
         before, "vllm:time_to_first_token_seconds_sum", model_name="base")
     e2e = _sample(after, "vllm:e2e_request_latency_seconds_sum", model_name="base") - _sample(
         before, "vllm:e2e_request_latency_seconds_sum", model_name="base")
-    # One prefill and one step against dozens of steps: the first token comes well before the last.
     assert 0 < ttft < e2e / 3, (ttft, e2e)
 
 
@@ -334,17 +355,22 @@ def test_bad_admin_requests_get_openai_errors(eurolora_server: ServeServer, tmp_
     assert _ok(eurolora_server.chat("base", "Hi", max_tokens=1))["usage"]["completion_tokens"] == 1
 
 
-def test_concurrent_requests_are_batched(eurolora_server: ServeServer) -> None:
+def test_concurrent_requests_are_batched_streamed_or_not(eurolora_server: ServeServer) -> None:
+    body = {"model": "base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     before = _metrics(eurolora_server)
-    with eurolora_server.client() as client, ThreadPoolExecutor(8) as pool:
-        body = {"model": "base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-        responses = list(pool.map(lambda _: client.post("/v1/chat/completions", json=body), range(8)))
-    assert all(r.status_code == 200 for r in responses)
+
+    def one(i: int) -> str:
+        if i % 2:
+            return "".join(_stream(eurolora_server, body)[0])
+        return _text(_ok(eurolora_server.chat("base", "Hi", max_tokens=4)))
+
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(one, range(8)))
     after = _metrics(eurolora_server)
     calls = _sample(after, "eurolora_batch_size_count") - _sample(before, "eurolora_batch_size_count")
     assert 1 <= calls < 8  # 8 concurrent requests went to fewer engine calls
-    # Greedy and identical prompts: batching does not change the answer.
-    assert len({_text(r.json()) for r in responses}) == 1
+    # Greedy and identical prompts: batching and streaming do not change the answer.
+    assert len(set(texts)) == 1 and texts[0], texts
 
 
 def test_openai_engine_against_the_server(eurolora_server: ServeServer,

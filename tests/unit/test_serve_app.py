@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.serve.app import ServeSettings, create_app
-from pipelines.serve.batching import Sampling
+from pipelines.serve.batching import OnText, Sampling
 from pipelines.serve.command import handle, load_routes, parse_adapters, register
 from pipelines.serve.routing import Route
 from steps.common.engines.base import GenerationRequest, GenerationResult
@@ -26,7 +27,8 @@ HI = [{"role": "user", "content": "Hi"}]
 
 
 class FakeBackend:
-    """Counts words as tokens; answers `w0 w1 ...` (prefixed with the adapter's weights file size)."""
+    """Counts words as tokens; answers `w0 w1 ...` (prefixed with the adapter's weights file size) and
+    streams it word by word (only the first word for a message with PARTIAL, as a retried call does)."""
 
     root = "/models/fake"
     context_length = 64
@@ -40,12 +42,21 @@ class FakeBackend:
             raise ValueError("the model's chat template refused these messages (TemplateError)")
         return 3 + sum(len(m["content"].split()) for m in messages)
 
-    def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], sampling: Sampling,
+                 on_text: OnText | None = None) -> list[GenerationResult]:
         self.calls.append((len(requests), sampling))
         time.sleep(self.delay_s)
         if any("RAISE" in m["content"] for r in requests for m in r.messages):
             raise RuntimeError("the whole batch failed")
-        return [self._one(r) for r in requests]
+        results = [self._one(r) for r in requests]
+        for index, (request, result) in enumerate(zip(requests, results, strict=True)):
+            words = re.findall(r"\s*\S+", result.text if result.finish_reason != "error" else "partial text")
+            if any("PARTIAL" in m["content"] for m in request.messages):
+                words = words[:1]
+            for word in words:
+                if on_text is not None:
+                    on_text(index, word)
+        return results
 
     def _one(self, request: GenerationRequest) -> GenerationResult:
         if any("FAIL" in m["content"] for m in request.messages):
@@ -134,13 +145,38 @@ def test_streaming_chunks_concatenate_to_the_completion(backend: FakeBackend, tm
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
 
 
+def _events(response: httpx.Response) -> list[dict | str]:
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def test_streaming_sends_what_a_retried_call_did_not_stream_and_reports_late_failures(
+        backend: FakeBackend, tmp_path: Path) -> None:
+    with _client(backend, tmp_path) as client:
+        plain = _chat(client, max_tokens=4, messages=[{"role": "user", "content": "PARTIAL"}]).json()
+        partial = _events(_chat(client, max_tokens=4, stream=True, messages=[{"role": "user", "content": "PARTIAL"}]))
+        failed = _events(_chat(client, max_tokens=4, stream=True, messages=[{"role": "user", "content": "FAIL"}]))
+        metrics = _samples(client)
+    # One piece streamed by the engine, the rest sent with the end: the text is whole and in order.
+    deltas = [e["choices"][0]["delta"].get("content", "") for e in partial[:-1] if e["choices"]]
+    assert deltas == ["", "base", " w0 w1 w2", ""]
+    assert "".join(deltas) == plain["choices"][0]["message"]["content"]
+    # A generation failing after the 200 went out: its pieces, an OpenAI error object, [DONE].
+    assert failed[-1] == "[DONE]" and failed[-2] == {"error": {
+        "message": "generation failed: RuntimeError: this one failed", "type": "server_error", "param": None,
+        "code": "generation_failed"}}
+    assert metrics[("inference_objective_request_error_total", frozenset(
+        {("model_name", "base"), ("target_model_name", "base"), ("error_code", "ModelServerError")}))] == 1
+
+
 def test_json_schema_reaches_the_engine(tmp_path: Path) -> None:
     seen: list[GenerationRequest] = []
 
     class Recording(FakeBackend):
-        def generate(self, requests: list[GenerationRequest], sampling: Sampling) -> list[GenerationResult]:
+        def generate(self, requests: list[GenerationRequest], sampling: Sampling,
+                     on_text: OnText | None = None) -> list[GenerationResult]:
             seen.extend(requests)
-            return super().generate(requests, sampling)
+            return super().generate(requests, sampling, on_text)
 
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 9}}, "required": ["city"]}
     with _client(Recording(), tmp_path) as client:
@@ -444,6 +480,7 @@ def test_metrics_names_labels_and_increments(backend: FakeBackend, tmp_path: Pat
         assert _chat(client, "hb-v1", max_tokens=2).status_code == 200
         _chat(client, "ghost")
         _chat(client, max_tokens="x")
+        _chat(client, max_tokens=70)  # over the context: refused once the model resolved
         after = _samples(client)
 
     def value(name: str, **labels: str) -> float:
@@ -457,10 +494,17 @@ def test_metrics_names_labels_and_increments(backend: FakeBackend, tmp_path: Pat
     assert value("vllm:e2e_request_latency_seconds_count", model_name="base") == 2
     assert value("vllm:time_to_first_token_seconds_count", model_name="hb-v1") == 1
     assert value("vllm:request_queue_time_seconds_count", model_name="base") == 2
-    assert value("eurolora_request_errors_total", model_name="", status="404", code="model_not_found") == 1
-    assert value("eurolora_request_errors_total", model_name="", status="400", code="invalid_value") == 1
+    # The endpoint picker's per-target series: requests counted once resolved, errors before that unlabelled.
+    assert value("inference_objective_request_total", model_name="base", target_model_name="base") == 3
+    assert value("inference_objective_request_total", model_name="hb-v1", target_model_name="hb-v1") == 1
+    assert value("inference_objective_request_duration_seconds_count", model_name="base",
+                 target_model_name="base") == 2
+    assert value("inference_objective_request_error_total", model_name="", target_model_name="",
+                 error_code="BadRequest") == 2  # the unknown model, max_tokens="x"
+    assert value("inference_objective_request_error_total", model_name="base", target_model_name="base",
+                 error_code="ModelServerError") == 1
     assert value("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx") == 3
-    assert value("http_requests_total", handler="/v1/chat/completions", method="POST", status="4xx") == 2
+    assert value("http_requests_total", handler="/v1/chat/completions", method="POST", status="4xx") == 3
     assert any(name == "vllm:lora_requests_info" for name, _ in after)
 
 

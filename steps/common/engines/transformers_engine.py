@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from steps.common.engines.base import EngineSettings, GenerationRequest, Generat
 log = logging.getLogger(__name__)
 
 _Group = tuple[str | None, bool]  # (adapter folder, constrained)
+# Called with (request index, token id) for every kept token of a request, as soon as it is generated.
+OnToken = Callable[[int, int], None]
 
 
 class TransformersEngine:
@@ -50,7 +53,9 @@ class TransformersEngine:
         log.info("transformers engine: loaded model on %s in %.1fs", self.device, time.perf_counter() - started)
 
     # ---- Engine protocol -------------------------------------------------------------------------
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], on_token: OnToken | None = None) -> list[GenerationResult]:
+        """`on_token` streams each request's tokens (those its result keeps) from this thread while the batch
+        runs; a batch that fails and is retried request by request streams nothing more."""
         import torch
 
         started = time.perf_counter()
@@ -72,7 +77,8 @@ class TransformersEngine:
             size = self.settings.batch_size
             for start in range(0, len(indices), size):
                 batch = indices[start:start + size]
-                for index, result in zip(batch, self._generate_isolated(adapter, batch, requests, prompts)):
+                for index, result in zip(batch, self._generate_isolated(adapter, batch, requests, prompts,
+                                                                        on_token)):
                     results[index] = result
 
         done = [r for r in results if r is not None]
@@ -138,10 +144,11 @@ class TransformersEngine:
 
     # ---- generation ------------------------------------------------------------------------------
     def _generate_isolated(self, adapter: str | None, batch: list[int], requests: list[GenerationRequest],
-                           prompts: dict[int, list[int]]) -> list[GenerationResult]:
+                           prompts: dict[int, list[int]], on_token: OnToken | None = None) -> list[GenerationResult]:
         """Generate one batch; if it fails, retry its requests one by one so only the culprit errors."""
         try:
-            return self._generate_batch(adapter, [requests[i] for i in batch], [prompts[i] for i in batch])
+            return self._generate_batch(adapter, [requests[i] for i in batch], [prompts[i] for i in batch],
+                                        batch, on_token)
         except Exception as exc:  # noqa: BLE001
             if len(batch) == 1:
                 return [_error(exc)]
@@ -149,8 +156,9 @@ class TransformersEngine:
                         len(batch), type(exc).__name__)
             return [self._generate_isolated(adapter, [i], requests, prompts)[0] for i in batch]
 
-    def _generate_batch(self, adapter: str | None, requests: list[GenerationRequest],
-                        prompts: list[list[int]]) -> list[GenerationResult]:
+    def _generate_batch(self, adapter: str | None, requests: list[GenerationRequest], prompts: list[list[int]],
+                        indices: list[int] | None = None, on_token: OnToken | None = None
+                        ) -> list[GenerationResult]:
         import torch
 
         # Left padding: every row's last prompt token sits at the same position, where generation starts.
@@ -170,7 +178,8 @@ class TransformersEngine:
             grammars = [self._grammar(r.json_schema) for r in requests if r.json_schema is not None]
             kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(grammars)]
 
-        clock = _FirstTokenClock()
+        clock = _TokenStreamer(indices or list(range(len(requests))), [r.max_new_tokens for r in requests],
+                               self.eos_ids, on_token)
         with self._adapter_scope(adapter), torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention, streamer=clock, **kwargs)
         return [self._result(row[width:].tolist(), request.max_new_tokens, clock.first_token_at)
@@ -198,11 +207,14 @@ class TransformersEngine:
         )
 
 
-class _FirstTokenClock:
-    """A `generate(streamer=...)` that only notes when the first new tokens exist: `put` is called with
-    the prompt first, then with one token per row after each decoding step (the first after prefill)."""
+class _TokenStreamer:
+    """A `generate(streamer=...)`: `put` is called with the prompt first, then with one token per row after
+    each decoding step (the first after prefill). Notes when the first new tokens exist and, with
+    `on_token`, hands each row's tokens on until the row's own end (EOS or its max_new_tokens), exactly
+    the tokens `_result` keeps."""
 
-    def __init__(self) -> None:
+    def __init__(self, indices: list[int], limits: list[int], eos_ids: set[int], on_token: OnToken | None) -> None:
+        self._indices, self._left, self._eos, self._on_token = indices, list(limits), eos_ids, on_token
         self._puts = 0
         self.first_token_at: float | None = None
 
@@ -210,6 +222,16 @@ class _FirstTokenClock:
         self._puts += 1
         if self._puts == 2:
             self.first_token_at = time.perf_counter()
+        if self._puts < 2 or self._on_token is None:
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self._left[row] <= 0:
+                continue
+            if token in self._eos:
+                self._left[row] = 0
+                continue
+            self._left[row] -= 1
+            self._on_token(self._indices[row], token)
 
     def end(self) -> None:
         pass
