@@ -1,6 +1,6 @@
 """The declarative adapter set of a serving deployment: which adapters every replica must serve.
 
-Stored as `adapters.json` in a ConfigMap (manifests/serving/configmap-adapters.yaml) that the replicas
+Stored as `adapters.json` in a ConfigMap (manifests/serving/10-adapter-set.yaml) that the replicas
 mount: their adapter-sync sidecar (steps/canary/adapter_sync.py) downloads every listed adapter from
 the EU bucket and loads it, so a restarted pod comes back with the same set. The canary step edits it
 (read, modify, merge-patch with the read resourceVersion: a compare-and-set, retried on conflict):
@@ -37,10 +37,21 @@ class AdapterSet(BaseModel):
     residency: ResidencyPolicy = Field(default_factory=ResidencyPolicy)
     adapters: list[AdapterEntry] = Field(default_factory=list)
 
-    def with_challenger(self, name: str, uri: str, version: str) -> "AdapterSet":
-        kept = [a for a in self.adapters if a.name != name]
-        return self.model_copy(update={"adapters": [*kept, AdapterEntry(name=name, uri=uri, role="challenger",
-                                                                           version=version)]})
+    def with_adapter(self, name: str, uri: str, version: str, role: Role) -> "AdapterSet":
+        """`name` added with `role`; unchanged when it is already listed with the same weights.
+
+        ValueError when the set lists `name` with another URI or version: a served name never changes
+        weights (a replica would keep the old ones, vLLM might reuse a prefix cache computed with them)."""
+        entry = next((a for a in self.adapters if a.name == name), None)
+        if entry is not None:
+            if (entry.uri, entry.version) != (uri, version):
+                raise ValueError(f"the adapter set already lists {name} as version {entry.version or '?'} at "
+                                 f"{entry.uri}, not version {version} at {uri}: a served name never changes "
+                                 "weights; register the new weights as a new version")
+            return self
+        new = AdapterEntry(name=name, uri=uri, role=role, version=version)
+        adapters = [new, *self.adapters] if role == "champion" else [*self.adapters, new]
+        return self.model_copy(update={"adapters": adapters})
 
     def promoted(self, name: str) -> "AdapterSet":
         """`name` becomes the only champion; every other adapter of the set is dropped."""

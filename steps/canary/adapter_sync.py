@@ -1,6 +1,6 @@
 """Keep a serving pod's adapters in line with the declarative adapter set (the `vllm-adapters` ConfigMap).
 
-Runs inside the vLLM pod (manifests/serving/vllm-deployment.yaml), from the eurolora-cpu image:
+Runs inside the vLLM pod (manifests/serving/20-vllm-deployment.yaml), from the eurolora-cpu image:
 
     python -m steps.canary.adapter_sync fetch --config F --adapters /adapters --models /models
         init container: downloads the base model and every listed adapter from the EU bucket (verified
@@ -42,10 +42,20 @@ def read_set(path: Path) -> AdapterSet:
     return AdapterSet.model_validate_json(path.read_text())
 
 
+class NameConflict(RuntimeError):
+    """A name in the set points at other files than the ones already linked under it in this pod."""
+
+
 def _link(target: Path, link: Path) -> bool:
-    """Point `link` at `target` atomically; False when it already does."""
+    """Point `link` at `target` atomically; False when it already does.
+
+    NameConflict when `link` exists and points elsewhere: vLLM keeps serving the weights it loaded under a
+    name (and may reuse their prefix cache), so a name is never re-pointed at other files."""
     if link.is_symlink() and link.resolve() == target.resolve():
         return False
+    if link.is_symlink() or link.exists():
+        raise NameConflict(f"{link} already holds {link.resolve()}, not {target.resolve()}: a served name never "
+                           "changes weights; give the new weights a new versioned name")
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
@@ -60,7 +70,9 @@ def _store(adapter_set: AdapterSet, scratch: Path) -> ArtifactStore:
 
 
 def fetch(adapter_set: AdapterSet, adapters_dir: Path, models_dir: Path | None = None) -> dict[str, Path]:
-    """Every adapter (and the base model) present and verified locally; returns name -> linked folder."""
+    """Every adapter (and the base model) present and verified locally; returns name -> linked folder.
+
+    NameConflict (after linking every other adapter) when a listed name is already linked to other files."""
     adapters_dir.mkdir(parents=True, exist_ok=True)
     store = _store(adapter_set, adapters_dir)
     if models_dir is not None and adapter_set.base_model_uri:
@@ -68,13 +80,19 @@ def fetch(adapter_set: AdapterSet, adapters_dir: Path, models_dir: Path | None =
         local = store.materialize(adapter_set.base_model_uri, models_dir / ".cache")
         if _link(local, models_dir / BASE_LINK):
             log.info("adapter-sync: base model ready at %s", models_dir / BASE_LINK)
-    out = {}
+    out, conflicts = {}, []
     for entry in adapter_set.adapters:
         local = store.materialize(entry.uri, adapters_dir / ".cache")
         link = adapters_dir / entry.name
-        if _link(local, link):
-            log.info("adapter-sync: %s ready at %s", entry.name, link)
+        try:
+            if _link(local, link):
+                log.info("adapter-sync: %s ready at %s", entry.name, link)
+        except NameConflict as exc:
+            conflicts.append(str(exc))
+            continue
         out[entry.name] = link
+    if conflicts:
+        raise NameConflict("; ".join(conflicts))
     return out
 
 
@@ -140,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.is_set():
         try:
             adapter_set = read_set(args.config)
-            fetch(adapter_set, args.adapters)
+            try:
+                fetch(adapter_set, args.adapters)
+            except NameConflict as exc:  # the name keeps its old weights; every other adapter is loaded
+                log.error("adapter-sync: %s", exc)
             outcomes = load_all(adapter_set, args.adapters, args.url)
             loaded = sum(1 for o in outcomes.values() if o == "loaded")
             if loaded:

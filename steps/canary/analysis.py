@@ -2,8 +2,8 @@
 
 After every analysis interval `judge_interval` compares the challenger with the champion:
 - error rate: the challenger's above `max_error_rate`, or above the champion's by `max_error_rate_increase`;
-- p95 time to first token and end to end: above an absolute ceiling, or slower than the champion by more
-  than the ratio AND by at least `min_latency_increase_s`;
+- p95 time to first token (where measured) and end to end: above an absolute ceiling, or slower than the
+  champion by more than the ratio AND by at least `min_latency_increase_s`;
 - quality (cumulative over the shadow batches judged so far, once `min_items` are in): the challenger's
   C rate above the champion's by `max_c_rate_increase`, or its A rate below by `max_a_rate_drop`.
 Any breach rolls back at once. An interval with fewer than `min_samples` challenger answers (or no
@@ -125,8 +125,10 @@ def check_quality(quality: QualityTally, shadow: ShadowSettings) -> Check:
 
 
 def judge_interval(challenger: AdapterStats | None, champion: AdapterStats | None, quality: QualityTally,
-                   slo: SLOSettings, shadow: ShadowSettings) -> IntervalJudgement:
-    """All checks of one interval; `challenger`/`champion` None when the metrics could not be read."""
+                   slo: SLOSettings, shadow: ShadowSettings, ttft_measured: bool = True) -> IntervalJudgement:
+    """All checks of one interval; `challenger`/`champion` None when the metrics could not be read.
+
+    `ttft_measured` False: the deployment has no per-adapter TTFT series (`canary.metrics.ttft: null`)."""
     checks: list[Check] = []
     judged = False
     if challenger is None:
@@ -141,8 +143,14 @@ def judge_interval(challenger: AdapterStats | None, champion: AdapterStats | Non
                             detail=f"{challenger.requests:g} challenger answers, "
                                    f"{champion.requests if champion else 0:g} champion answers"))
         checks.append(check_errors(challenger, champion, slo))
-        checks.append(check_latency("ttft_p95", challenger.ttft_p95_s, champion.ttft_p95_s if champion else None,
-                                    slo.max_ttft_p95_ratio, slo.max_ttft_p95_s, slo.min_latency_increase_s))
+        if ttft_measured:
+            checks.append(check_latency("ttft_p95", challenger.ttft_p95_s,
+                                        champion.ttft_p95_s if champion else None, slo.max_ttft_p95_ratio,
+                                        slo.max_ttft_p95_s, slo.min_latency_increase_s))
+        else:
+            checks.append(Check(name="ttft_p95", status="no_data",
+                                detail="ttft_p95: not measured (canary.metrics.ttft is null: no per-adapter "
+                                       "TTFT series on this deployment; e2e_p95 covers latency)"))
         checks.append(check_latency("e2e_p95", challenger.e2e_p95_s, champion.e2e_p95_s if champion else None,
                                     slo.max_e2e_p95_ratio, slo.max_e2e_p95_s, slo.min_latency_increase_s))
     checks.append(check_quality(quality, shadow))

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from steps.canary import analysis
-from steps.canary.adapter_set import AdapterEntry, AdapterSet, update_adapter_set
+from steps.canary.adapter_set import AdapterSet, update_adapter_set
 from steps.canary.analysis import AdapterStats
 from steps.canary.kube import KubeClient
 from steps.canary.load import LoadSummary, generate_load
 from steps.canary.prometheus import PrometheusClient, PrometheusError
 from steps.canary.routing import LocalRouter, ModelRewriteRouter, Router
-from steps.canary.serving import ReplicaClient, ServingError, adapter_name, discover_replicas
+from steps.canary.serving import AdapterConflict, ReplicaClient, ServingError, adapter_name, discover_replicas
 from steps.canary.settings import CanarySettings
 from steps.canary.shadow import ShadowRunner, sample_items
 from steps.canary.state import CanaryState, IntervalRecord, save_state
@@ -121,6 +121,8 @@ class Canary:
                 try:
                     outcome = replica.load_adapter(name, path)
                     break
+                except AdapterConflict:
+                    raise
                 except ServingError:
                     # On a cluster the sidecar may still be downloading the files: wait for them.
                     if not self.s.replica_adapter_dir or time.monotonic() > deadline:
@@ -144,11 +146,9 @@ class Canary:
             champ_uri = self.adapter_uri(st.baseline_version) if st.baseline_version else ""
 
             def add(current: AdapterSet) -> AdapterSet:
-                out = current.with_challenger(st.challenger, uri, st.model_version)
-                if st.baseline_version and all(a.name != st.champion for a in out.adapters):
-                    entry = AdapterEntry(name=st.champion or "", uri=champ_uri, role="champion",
-                                         version=st.baseline_version)
-                    out = out.model_copy(update={"adapters": [entry, *out.adapters]})
+                out = current.with_adapter(st.challenger, uri, st.model_version, "challenger")
+                if st.baseline_version and st.champion:
+                    out = out.with_adapter(st.champion, champ_uri, st.baseline_version, "champion")
                 return out
 
             self.change_adapter_set(add, f"{st.challenger} added as challenger")
@@ -162,15 +162,22 @@ class Canary:
         return None
 
     def smoke(self) -> str | None:
-        """Direct requests to the challenger before any user traffic; the reason to roll back, or None."""
+        """Direct requests to both adapters before any user traffic; the reason to roll back, or None.
+
+        A champion that fails raises instead: a canary cannot compare with (or roll back to) a baseline
+        that does not answer, so nothing moves until it does."""
+        st = self.state
         for replica in self.replicas:
             for _ in range(self.s.smoke_requests):
-                status, _, _seconds = replica.chat(self.state.challenger, "Say hello in one word.",
-                                                  self.s.smoke_max_tokens)
+                status, _, _seconds = replica.chat(st.challenger, "Say hello in one word.", self.s.smoke_max_tokens)
                 if status != 200:
                     return f"challenger failed its smoke test on {replica.name}: HTTP {status}"
-                if self.state.champion:
-                    replica.chat(self.state.champion, "Say hello in one word.", self.s.smoke_max_tokens)
+                if st.champion:
+                    status, _, _seconds = replica.chat(st.champion, "Say hello in one word.",
+                                                      self.s.smoke_max_tokens)
+                    if status != 200:
+                        raise ServingError(f"the baseline {st.champion} failed its smoke request on {replica.name} "
+                                           f"(HTTP {status}): fix serving, then re-run the step (no traffic moved)")
         if self.s.smoke_requests:
             self.event("smoke_passed", f"{self.s.smoke_requests} request(s) per replica")
         return None
@@ -186,8 +193,9 @@ class Canary:
         self.router.set_weights(weights)
         self.event("traffic_shifted", f"{self.family}: {weights} ({self.s.traffic_fraction:.0%} to the challenger)")
 
-    def analyse(self) -> tuple[str, str] | None:
-        """Run the remaining intervals; (decision, reason) on a breach, else None."""
+    def analyse(self) -> None:
+        """Run the remaining intervals. On a breach: decide `rolled_back` and move all traffic back to the
+        champion at once, then stop the shadow work without waiting for it."""
         st, s = self.state, self.s
         assert st.champion is not None
         prom = PrometheusClient(s.metrics, self.context.residency)
@@ -208,26 +216,26 @@ class Canary:
                 challenger, champion = self.read_window(prom, t0, t1)
                 if shadow is not None:
                     self.collect_shadow(shadow, None)
-                judgement = analysis.judge_interval(challenger, champion, st.quality, s.slo, s.shadow)
+                judgement = analysis.judge_interval(challenger, champion, st.quality, s.slo, s.shadow,
+                                                    ttft_measured=s.metrics.ttft is not None)
                 st.intervals.append(IntervalRecord(
                     index=index, started_at=t0, ended_at=t1, challenger=challenger, champion=champion,
                     checks=judgement.checks, judged=judgement.judged, breaches=judgement.breaches, load=load,
                     shadow_items=st.quality.items))
                 verdict = "breach" if judgement.breached else ("ok" if judgement.judged else "not judged")
                 self.event(f"interval_{index}", f"{verdict}: " + "; ".join(c.detail for c in judgement.checks))
-                self.save()
                 if judgement.breached:
-                    return "rolled_back", f"SLO breach in interval {index}: " + "; ".join(judgement.breaches)
+                    self.decide("rolled_back", f"SLO breach in interval {index}: " + "; ".join(judgement.breaches))
+                    self.route_to_champion()
+                    return
+                self.save()
                 t0 = t1
             if shadow is not None:
                 self.collect_shadow(shadow, s.shadow.timeout_s)
-            return None
         finally:
             prom.close()
             if shadow is not None:
-                shadow.close()
-                shadow.answerer.close()
-                shadow.judge.close()
+                shadow.stop()
 
     def traffic(self, seconds: float) -> LoadSummary | None:
         load = self.s.load
@@ -245,12 +253,7 @@ class Canary:
         st = self.state
         assert st.champion is not None
         try:
-            stats = []
-            for name in (st.challenger, st.champion):
-                w = prom.window(name, t0, t1)
-                stats.append(AdapterStats(requests=w.requests, errors=w.errors, ttft_p95_s=w.ttft_p95_s,
-                                          e2e_p95_s=w.e2e_p95_s))
-            return stats[0], stats[1]
+            return prom.window(st.challenger, t0, t1), prom.window(st.champion, t0, t1)
         except (TransientError, PrometheusError) as exc:
             self.event("metrics_unavailable", str(exc)[:300])
             return None, None
@@ -295,6 +298,15 @@ class Canary:
         if wait > 0:
             time.sleep(wait)
 
+    def route_to_champion(self) -> None:
+        """All of the family's traffic back on the champion (absolute: safe to repeat)."""
+        st = self.state
+        assert self.router is not None and st.champion is not None
+        self.router.set_weights({st.champion: 1})
+        if st.first("route_final") is None:
+            self.event("route_final", f"{self.family}: 100% {st.champion} (challenger removed)")
+            self.save()
+
     def finalize(self) -> None:
         st = self.state
         assert self.router is not None
@@ -310,10 +322,7 @@ class Canary:
                 self.unload_everywhere(st.champion)
             self.registry_after_promotion()
         else:
-            assert st.champion is not None
-            self.router.set_weights({st.champion: 1})
-            if st.first("route_final") is None:
-                self.event("route_final", f"{self.family}: 100% {st.champion} (challenger removed)")
+            self.route_to_champion()
             self.registry_after_rollback()
             self.change_adapter_set(lambda cur: cur.without(st.challenger), f"{st.challenger} removed")
             self.drain()
@@ -411,12 +420,11 @@ def run_canary(canary: Canary) -> None:
         else:
             canary.shift()  # re-applied absolutely after a crash
         if not st.reached("decided"):
-            outcome = canary.analyse()
-            if outcome is None:
-                judged = sum(1 for i in st.intervals if i.judged)
-                outcome = analysis.final_decision(judged, len(st.intervals), st.quality, canary.s.slo,
-                                                  canary.s.shadow)
-            canary.decide(*outcome)
+            canary.analyse()  # decides by itself on a breach
+        if not st.reached("decided"):
+            judged = sum(1 for i in st.intervals if i.judged)
+            canary.decide(*analysis.final_decision(judged, len(st.intervals), st.quality, canary.s.slo,
+                                                   canary.s.shadow))
     if not st.reached("finalized"):
         canary.finalize()
 

@@ -1,15 +1,18 @@
 """Read the canary's numbers from Prometheus's HTTP API (`GET /api/v1/query`, instant queries at a time).
 
-Per adapter and analysis window (t0, t1]:
-- answers and errors: the counters' increase, as the difference of two instant values (`sum(...)` at t1
+Which metrics and labels are read is configuration (`MetricsSettings`: one `SeriesSettings` each for
+requests, errors, time to first token and end-to-end latency). Per adapter and analysis window (t0, t1]:
+- requests and errors: the counters' increase, as the difference of two instant values (`sum(...)` at t1
   minus at t0). Unlike `increase()`, that counts a series born inside the window from zero (a fresh
-  adapter's first errors are exactly what must not be missed); a counter reset (replica restart) counts
-  from zero again.
+  adapter's first errors are exactly what must not be missed); a counter reset (replica or endpoint
+  picker restart) counts from zero again. The requests counter includes the errors (the endpoint
+  picker's `inference_objective_request_total` counts every routed request).
 - p95 time to first token and end to end: `histogram_quantile(q, sum by (le) (rate(<h>_bucket{...}[W])))`
   evaluated at t1 with W = t1 - t0 (whole seconds, rounded up). When that has no answer although the
   window has successful answers (rate() needs two scrapes of a series: a fresh adapter's histogram born
   inside the window has fewer), the same quantile is computed from the buckets' differences between t0
-  and t1 (`quantile_from_buckets`, Prometheus's interpolation). No answer at all -> None.
+  and t1 (`quantile_from_buckets`, Prometheus's interpolation). No answer at all, or no TTFT series
+  configured (`ttft: null`) -> None.
 
 Failures: an unreachable Prometheus (after retries) raises `TransientError`; a refused query raises
 `PrometheusError`. The analysis treats both as "no data" for the interval (fail closed at the end).
@@ -19,12 +22,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from steps.canary.settings import MetricsSettings
+from steps.canary.analysis import AdapterStats
+from steps.canary.settings import MetricsSettings, SeriesSettings
 from steps.common.contract import TransientError
 from steps.common.residency import ResidencyPolicy
 
@@ -35,32 +38,14 @@ class PrometheusError(RuntimeError):
     """Prometheus refused a query (bad PromQL, bad parameters)."""
 
 
-@dataclass(frozen=True)
-class WindowMetrics:
-    """One adapter over one analysis window."""
-
-    answers: float  # successful answers
-    errors: float  # error answers (as MetricsSettings.error_selector counts them)
-    ttft_p95_s: float | None
-    e2e_p95_s: float | None
-
-    @property
-    def requests(self) -> float:
-        return self.answers + self.errors
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests > 0 else None
-
-
 def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def selector(settings: MetricsSettings, model: str, extra: str = "") -> str:
-    """`{model_name="x",<settings.selector>,<extra>}`."""
-    parts = [f'{settings.model_label}="{_label_value(model)}"']
-    parts += [s.strip() for s in (settings.selector, extra) if s.strip()]
+def selector(settings: MetricsSettings, series: SeriesSettings, model: str) -> str:
+    """`{<series.model_label>="x",<settings.selector>,<series.selector>}`."""
+    parts = [f'{series.model_label}="{_label_value(model)}"']
+    parts += [s.strip() for s in (settings.selector, series.selector) if s.strip()]
     return "{" + ",".join(parts) + "}"
 
 
@@ -123,7 +108,6 @@ class PrometheusClient:
         self._client = httpx.Client(base_url=settings.prometheus_url.rstrip("/"), headers=headers,
                                     timeout=settings.timeout_s, follow_redirects=False, trust_env=False,
                                     transport=transport)
-        self.queries = 0
 
     def close(self) -> None:
         self._client.close()
@@ -139,7 +123,6 @@ class PrometheusClient:
                 last = type(exc).__name__
             else:
                 if response.status_code < 500 and response.status_code != 429:
-                    self.queries += 1
                     return _parse(response, promql)
                 last = f"HTTP {response.status_code}"
             if attempt < attempts:
@@ -155,25 +138,29 @@ class PrometheusClient:
         value = result[0][1]
         return None if math.isnan(value) or math.isinf(value) else value
 
-    def window(self, model: str, t0: float, t1: float) -> WindowMetrics:
-        """`model`'s answers, errors and p95 latencies in (t0, t1]."""
+    def window(self, model: str, t0: float, t1: float) -> AdapterStats:
+        """`model`'s requests, errors and p95 latencies in (t0, t1]."""
         s = self.settings
-        ok_sel, err_sel = selector(s, model), selector(s, model, s.error_selector)
-        answers = counter_delta(self.value(counter_query(s.success_counter, ok_sel), t0),
-                                self.value(counter_query(s.success_counter, ok_sel), t1))
-        errors = counter_delta(self.value(counter_query(s.error_counter, err_sel), t0),
-                               self.value(counter_query(s.error_counter, err_sel), t1))
-        ttft = self.latency(s.ttft_histogram, ok_sel, t0, t1, answers)
-        e2e = self.latency(s.e2e_histogram, ok_sel, t0, t1, answers)
-        return WindowMetrics(answers=answers, errors=errors, ttft_p95_s=ttft, e2e_p95_s=e2e)
+        requests = self.increase(s.requests, model, t0, t1)
+        errors = self.increase(s.errors, model, t0, t1)
+        requests = max(requests, errors)  # errors before routing are not in the requests counter
+        answers = requests - errors
+        ttft = self.latency(s.ttft, model, t0, t1, answers) if s.ttft is not None else None
+        e2e = self.latency(s.e2e, model, t0, t1, answers)
+        return AdapterStats(requests=requests, errors=errors, ttft_p95_s=ttft, e2e_p95_s=e2e)
 
-    def latency(self, histogram: str, sel: str, t0: float, t1: float, answers: float) -> float | None:
-        value = self.value(quantile_query(self.settings, histogram, sel, window_seconds(t0, t1)), t1)
+    def increase(self, series: SeriesSettings, model: str, t0: float, t1: float) -> float:
+        query = counter_query(series.metric, selector(self.settings, series, model))
+        return counter_delta(self.value(query, t0), self.value(query, t1))
+
+    def latency(self, series: SeriesSettings, model: str, t0: float, t1: float, answers: float) -> float | None:
+        sel = selector(self.settings, series, model)
+        value = self.value(quantile_query(self.settings, series.metric, sel, window_seconds(t0, t1)), t1)
         if value is not None or answers <= 0:
             return value
-        before, after = self.buckets(histogram, sel, t0), self.buckets(histogram, sel, t1)
+        before, after = self.buckets(series.metric, sel, t0), self.buckets(series.metric, sel, t1)
         deltas = {le: counter_delta(before.get(le), count) for le, count in after.items()}
-        log.debug("canary: %s%s from bucket differences (rate() had no answer)", histogram, sel)
+        log.debug("canary: %s%s from bucket differences (rate() had no answer)", series.metric, sel)
         return quantile_from_buckets(self.settings.quantile, deltas)
 
     def buckets(self, histogram: str, sel: str, at: float) -> dict[float, float]:

@@ -4,9 +4,11 @@ Every call is bounded by a timeout; the URL is checked against the residency pol
 and proxy variables are ignored (both could reach an unchecked host). A replica that cannot be reached
 raises `TransientError` (the step is idempotent, so Argo or the local runner may retry it).
 
-Idempotence across servers: `eurolora serve` answers "already loaded" for the same weights under the same
-name; vLLM answers 400 for any second load. Both are accepted when `/v1/models` then lists the name with
-the path we asked for. Unloading a name that is not loaded is a no-op.
+Idempotence across servers, and a served name never changes weights: `eurolora serve` lists each
+adapter's sha256 and checks the files on every load (the same weights: "already loaded"; others under a
+loaded name: refused), so it is always asked. vLLM lists only the path and refuses any second load, so a
+name it already lists is accepted only with the same path, which the adapter-sync sidecar never re-points
+to other weights (`steps.canary.adapter_sync`). Unloading a name that is not loaded is a no-op.
 """
 
 import logging
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class ServingError(RuntimeError):
     """A replica refused a request (bad adapter, name taken by other weights, bad route)."""
+
+
+class AdapterConflict(ServingError):
+    """The name already serves other weights on a replica: never retried, never overwritten."""
 
 
 def adapter_name(family: str, version: str) -> str:
@@ -120,19 +126,29 @@ class ReplicaClient:
             return False
 
     def load_adapter(self, name: str, path: str) -> str:
-        """Load `path` as `name` (idempotent); returns "loaded" or "already_loaded". Verified in /v1/models."""
+        """Load `path` as `name` (idempotent); "loaded" or "already_loaded", verified in /v1/models.
+
+        ServingError when `name` already serves other weights (another path, or other files at the path)."""
         before = self.models().get(name)
-        if before is not None and before.get("root") in (path, None):
-            return "already_loaded"
+        checks_weights = before is not None and "sha256" in before
+        if before is not None and not checks_weights:
+            if before.get("root") in (path, None):
+                return "already_loaded"
+            raise AdapterConflict(f"replica {self.name}: {name} already serves the adapter at {before.get('root')}, "
+                               f"not {path}: a served name never changes weights; load them under a new "
+                               "versioned name")
         response = self._request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
         if response.status_code >= 500:
             raise TransientError(f"replica {self.name}: loading {name} answered {response.status_code}: "
                                  f"{self._detail(response)}")
         listed = self.models().get(name)
         if response.status_code == 200 and listed is not None:
-            return "loaded" if "already" not in response.text else "already_loaded"
-        if listed is not None and listed.get("root") in (path, None):
-            return "already_loaded"  # vLLM refuses a second load of a loaded name with 400
+            return "already_loaded" if before is not None or "already" in response.text else "loaded"
+        if listed is not None and "sha256" not in listed and listed.get("root") in (path, None):
+            return "already_loaded"  # vLLM: loaded by the sidecar meanwhile (it refuses a second load with 400)
+        if _error_code(response) == "adapter_name_in_use":
+            raise AdapterConflict(f"replica {self.name}: {name} already serves other weights than those at "
+                                  f"{path}: {self._detail(response)}")
         raise ServingError(f"replica {self.name}: loading adapter {name} from {path} failed "
                            f"(HTTP {response.status_code}): {self._detail(response)}")
 
@@ -157,13 +173,6 @@ class ReplicaClient:
                                f"{response.status_code}): {self._detail(response)}")
         return response.json()
 
-    def routes(self) -> dict[str, dict[str, Any]]:
-        response = self._request("GET", "/v1/routes")
-        if response.status_code != 200:
-            raise ServingError(f"replica {self.name}: /v1/routes answered {response.status_code} (a local "
-                               "route needs `eurolora serve`; on vLLM use routing=inference_model_rewrite)")
-        return {str(r["name"]): r for r in response.json().get("data", [])}
-
     # -- plain requests ----------------------------------------------------------------------------
     def chat(self, model: str, content: str, max_tokens: int) -> tuple[int, str, float]:
         """(HTTP status, the model that served, seconds) of one small chat request; never raises for HTTP."""
@@ -182,3 +191,11 @@ class ReplicaClient:
             except ValueError:
                 served = ""
         return response.status_code, served, time.perf_counter() - started
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return str(error.get("code", "")) if isinstance(error, dict) else ""

@@ -8,12 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+_METRIC = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
 
 class SLOSettings(BaseModel):
     """When the challenger is worse than the champion. Checked after every analysis interval."""
 
     model_config = {"extra": "forbid"}
-    # Error answers (HTTP 5xx by default, see MetricsSettings.error_selector) / all answers.
+    # Error answers (see MetricsSettings.errors) / all requests.
     max_error_rate: float = Field(0.02, ge=0, le=1)  # absolute, for the challenger
     max_error_rate_increase: float = Field(0.01, ge=0, le=1)  # challenger minus champion
     # p95 latency ratios challenger / champion (time to first token and end to end) ...
@@ -31,12 +34,23 @@ class SLOSettings(BaseModel):
     min_judged_intervals: int = Field(1, ge=1)
 
 
-class MetricsSettings(BaseModel):
-    """The Prometheus HTTP API and the series the analysis reads (vLLM's names by default).
+class SeriesSettings(BaseModel):
+    """One Prometheus metric the analysis reads, and the label that names the adapter that served."""
 
-    `model_label` must carry the adapter that served a request. `eurolora serve` labels vLLM's metrics
-    so; vLLM itself labels them with the base model's name, so on a cluster point these at per-model
-    series of the gateway (e.g. the Inference Extension's endpoint picker) or of your own recording rules.
+    model_config = {"extra": "forbid"}
+    metric: str = Field(..., pattern=_METRIC)  # a counter's full name (`..._total`) or a histogram's base name
+    model_label: str = Field("target_model_name", pattern=_LABEL)
+    selector: str = ""  # extra matchers for this metric only, e.g. 'error_code="ModelServerError"'
+
+
+class MetricsSettings(BaseModel):
+    """The Prometheus HTTP API and the series the analysis reads, per adapter.
+
+    Defaults: the Gateway API Inference Extension endpoint picker's per-target-model series
+    (`inference_objective_*{target_model_name=...}`), which exist on a cluster and which `eurolora serve`
+    exports too (it plays the gateway's part locally), and vLLM's TTFT histogram, which only
+    `eurolora serve` labels by adapter: vLLM labels it with the base model's name, so on a cluster
+    `ttft: null` (no per-adapter TTFT series; manifests/serving/README.md says what is used instead).
     """
 
     model_config = {"extra": "forbid"}
@@ -44,13 +58,16 @@ class MetricsSettings(BaseModel):
     bearer_token_env: str = ""  # name of an env var with a token for Prometheus (never the token)
     timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
-    model_label: str = Field("model_name", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-    selector: str = ""  # extra matchers for every series, e.g. 'namespace="inference"'
-    success_counter: str = "vllm:request_success_total"
-    error_counter: str = "eurolora_request_errors_total"
-    error_selector: str = 'status=~"5.."'  # which error answers count against an adapter
-    ttft_histogram: str = "vllm:time_to_first_token_seconds"
-    e2e_histogram: str = "vllm:e2e_request_latency_seconds"
+    selector: str = ""  # matchers for every series, e.g. 'namespace="inference"'
+    # Every request routed to an adapter, its error answers included (the endpoint picker's semantics).
+    requests: SeriesSettings = Field(default_factory=lambda: SeriesSettings(metric="inference_objective_request_total"))
+    # The error answers that count against an adapter (any non-200 answer of the model server).
+    errors: SeriesSettings = Field(default_factory=lambda: SeriesSettings(
+        metric="inference_objective_request_error_total", selector='error_code="ModelServerError"'))
+    ttft: SeriesSettings | None = Field(default_factory=lambda: SeriesSettings(
+        metric="vllm:time_to_first_token_seconds", model_label="model_name"))
+    e2e: SeriesSettings = Field(default_factory=lambda: SeriesSettings(
+        metric="inference_objective_request_duration_seconds"))
     quantile: float = Field(0.95, gt=0, lt=1)
     # Wait this long after an interval before reading it: at least one scrape interval, so the last
     # requests of the interval are in Prometheus.
@@ -97,7 +114,7 @@ class KubernetesSettings(BaseModel):
     """The cluster side: the declarative adapter set (ConfigMap) and the routing resource.
 
     Used only with `routing: inference_model_rewrite`. The step's service account needs get/patch on
-    exactly these two objects (manifests/serving/rbac.yaml)."""
+    exactly these two objects (manifests/serving/60-rbac.yaml)."""
 
     model_config = {"extra": "forbid"}
     # "": the in-cluster API server (IN_CLUSTER_API_URL). Not a default URL on purpose: the cluster
@@ -117,8 +134,8 @@ class CanarySettings(BaseModel):
     enabled: bool = True  # False: the step records "skipped" and leaves serving and registry alone
     # Every replica's OpenAI base URL (`.../v1`). Locally one `eurolora serve`; on a cluster either list
     # the pods, or name a headless Service in `replica_dns` (host:port) and they are discovered by DNS.
-    replicas: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1)
-    replica_dns: str = ""
+    replicas: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
+    replica_dns: str = ""  # when set, `replicas` is not used (leave it empty)
     api_key_env: str = "EUROLORA_LLM_API_KEY"  # env var holding the replicas' API key, never the key
     request_timeout_s: float = Field(60.0, gt=0)
     # How replicas read adapter files. "": the step passes a local path (it materialises the adapter
@@ -161,6 +178,9 @@ class CanarySettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "CanarySettings":
+        if not self.replicas and not self.replica_dns:
+            raise ValueError("canary needs its replicas: list them in canary.replicas or name a headless "
+                             "Service in canary.replica_dns (host:port)")
         if self.routing == "inference_model_rewrite" and not self.replica_adapter_dir:
             raise ValueError("canary.routing=inference_model_rewrite needs canary.replica_adapter_dir (where "
                              "the replicas' adapter-sync sidecar puts adapters, e.g. /adapters)")

@@ -3,15 +3,18 @@ parsing from steps/judge/verdicts.py).
 
 A seeded sample of `qa_test.jsonl` is split into one batch per analysis interval. Each batch is answered
 by both adapters through a replica (by served name, not through the route: users never see these
-answers) and graded by the self-hosted judge. Batches run one at a time in a background thread, so a slow
-judge never delays the SLO checks (and a rollback); `collect` folds whatever has finished into the tally.
-Only grades and counts are kept, never question or answer text.
+answers) and graded by the self-hosted judge. Batches run one at a time in a background daemon thread,
+so a slow judge never delays the SLO checks, and `stop()` returns at once, so it never delays a rollback
+either; `collect` folds whatever has finished into the tally. Only grades and counts are kept, never
+question or answer text.
 """
 
 import logging
 import math
+import queue
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
@@ -47,14 +50,19 @@ def split_batches(n_items: int, batches: int) -> list[range]:
 
 
 def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engine, judge: Engine,
-                names: dict[str, str], settings: ShadowSettings) -> list[ShadowItem]:
-    """Answers from both adapters, one verdict each; unusable ones count against the challenger."""
+                names: dict[str, str], settings: ShadowSettings,
+                stop: threading.Event | None = None) -> list[ShadowItem]:
+    """Answers from both adapters, one verdict each; unusable ones count against the challenger.
+
+    When `stop` is set once the answers are in, the batch ends without judging them ([])."""
     chosen = [items[i] for i in indices]
     if not chosen:
         return []
     roles = ("challenger", "champion")
     requests = [answer_request(item, names[role], settings.max_new_tokens) for role in roles for item in chosen]
     answers = answerer.generate(requests)
+    if stop is not None and stop.is_set():
+        return []
     verdicts: list[Verdict] = [Verdict(grade=None, error=f"no answer to judge ({a.error or 'generation error'})")
                                for a in answers]
     to_judge = [k for k, a in enumerate(answers) if a.finish_reason != "error"]
@@ -73,20 +81,46 @@ def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engin
 
 
 class ShadowRunner:
-    """Runs shadow batches in one background thread; the caller folds finished ones into a tally."""
+    """Runs shadow batches one at a time in a daemon thread; the caller folds finished ones into a tally.
+
+    The runner owns both engines and closes them when its thread ends (after the batch in progress)."""
 
     def __init__(self, items: list[QAItem], batches: int, answerer: Engine, judge: Engine,
                  names: dict[str, str], settings: ShadowSettings) -> None:
         self.items = items
         self.ranges = split_batches(len(items), batches)
         self.answerer, self.judge, self.names, self.settings = answerer, judge, names, settings
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary-shadow")
         self._pending: dict[int, Future[list[ShadowItem]]] = {}
+        self._queue: queue.Queue[tuple[int, Future[list[ShadowItem]]] | None] = queue.Queue()
+        self._stopped = threading.Event()
+        # A daemon: a step that decided must not wait at exit for a judge call still in flight.
+        self._thread = threading.Thread(target=self._work, name="canary-shadow", daemon=True)
+        self._thread.start()
 
     def submit(self, batch: int) -> None:
-        if batch < len(self.ranges) and self.ranges[batch] and batch not in self._pending:
-            self._pending[batch] = self._pool.submit(judge_batch, batch, self.ranges[batch], self.items,
-                                                     self.answerer, self.judge, self.names, self.settings)
+        if (batch < len(self.ranges) and self.ranges[batch] and batch not in self._pending
+                and not self._stopped.is_set()):
+            future: Future[list[ShadowItem]] = Future()
+            self._pending[batch] = future
+            self._queue.put((batch, future))
+
+    def _work(self) -> None:
+        try:
+            while (job := self._queue.get()) is not None:
+                batch, future = job
+                if self._stopped.is_set() or not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(judge_batch(batch, self.ranges[batch], self.items, self.answerer, self.judge,
+                                                  self.names, self.settings, self._stopped))
+                except BaseException as exc:  # noqa: BLE001 - reported by collect() from the future
+                    future.set_exception(exc)
+        finally:
+            for engine in (self.answerer, self.judge):
+                try:
+                    engine.close()
+                except Exception as exc:  # noqa: BLE001 - closing is best effort, nobody waits for it
+                    log.warning("canary: closing a shadow engine failed: %s", type(exc).__name__)
 
     def collect(self, tally: QualityTally, records: list[ShadowItem], timeout_s: float | None = None) -> None:
         """Fold finished batches (all of them, waiting up to `timeout_s`, when given) into `tally`."""
@@ -116,7 +150,9 @@ class ShadowRunner:
                 tally.unusable += item.challenger_error is not None
                 records.append(item)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop without waiting: queued batches are dropped, the running one skips its judging."""
+        self._stopped.set()
         for future in self._pending.values():
             future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._queue.put(None)

@@ -1,14 +1,18 @@
-"""The canary step end to end against a REAL `eurolora serve` process (fault injection on) scraped by a REAL
-Prometheus every second, with an SQLite MLflow registry.
+"""The canary step end to end against TWO REAL `eurolora serve` replicas (fault injection on) scraped by a REAL
+Prometheus every second, with an SQLite MLflow registry. Every adapter is loaded on both replicas and checked
+in each one's /v1/models; the route, faults and load cover both.
 
-- rollback: latency and HTTP 500s injected on the challenger -> rolled back in the first interval (within
-  one interval of the breach), route back to the champion, registry champion restored, version tagged;
+- rollback: latency and HTTP 500s injected on the challenger, the shadow set on with a judge slowed to 10 s
+  per verdict -> rolled back in the first interval (within one interval of the breach), not after the judge;
+- rollback on latency alone; a breach that starts mid-canary (injected after interval 1 passed) rolled back
+  within one interval of it;
 - promote: no fault -> 100% challenger, old adapter unloaded after the drain period, aliases final,
   shadow set judged by the server's base model through the openai engine;
-- crash and re-run: crashes during the analysis and during finalization, re-runs converge to the same end.
+- crash and re-run: crashes during the analysis, during finalization and during a rollback; re-runs converge.
 
-Short intervals (3 s), tiny budgets (max_tokens 2-8), one torch thread. The server and Prometheus are
-shared by the module; each test uses its own adapter family, registry and artifact root.
+Short intervals (3 s), tiny budgets (max_tokens 2-8), one torch thread. The module's replica and Prometheus
+are shared by the module, the second replica is the session's `eurolora_server`; each test uses its own
+adapter family, registry and artifact root, and clears the faults it set.
 """
 
 import json
@@ -51,23 +55,40 @@ QA_ITEMS = [
 
 @dataclass(frozen=True)
 class Env:
-    server: ServeServer
+    server: ServeServer  # the first replica: shadow answers and the judge go here
+    replicas: tuple[ServeServer, ...]
     prometheus: PrometheusServer
+
+    def on_each(self, path: str, body: dict) -> None:
+        for replica in self.replicas:
+            response = replica.post(path, body)
+            assert response.status_code == 200, (replica.root, response.text)
 
 
 @pytest.fixture(scope="module")
-def canary_env(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> Iterator[Env]:
-    """`eurolora serve` with fault injection and no small prompt limit (the judge's rubric is long), and a
-    Prometheus scraping it every second."""
+def canary_env(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path,
+               eurolora_server: ServeServer) -> Iterator[Env]:
+    """`eurolora serve` with fault injection and no small prompt limit (the judge's rubric is long), the
+    session's server as the second replica, and a Prometheus scraping both every second."""
     root_dir = tmp_path_factory.mktemp("canary-env")
     port = free_port()
     root = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--model", str(embedded_model_dir), "--max-batch", "8", "--batch-window-ms", "20", "--threads", "1",
             "--enable-fault-injection", "--log-level", "warning"]
+    targets = [f"127.0.0.1:{port}", eurolora_server.root.removeprefix("http://")]
     with server_process(argv, f"{root}/health", root_dir / "server.log", timeout_s=180), \
-            prometheus_process([f"127.0.0.1:{port}"], root_dir / "prometheus") as prom:
-        yield Env(server=ServeServer(root=root, base_url=f"{root}/v1", log=root_dir / "server.log"), prometheus=prom)
+            prometheus_process(targets, root_dir / "prometheus") as prom:
+        first = ServeServer(root=root, base_url=f"{root}/v1", log=root_dir / "server.log")
+        yield Env(server=first, replicas=(first, eurolora_server), prometheus=prom)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(canary_env: Env) -> Iterator[None]:
+    yield
+    for replica in canary_env.replicas:
+        with replica.client() as client:
+            client.delete("/v1/faults")
 
 
 @dataclass
@@ -113,7 +134,7 @@ def _world(tmp_path: Path, sqlite_uri: str, model_name: str, family: str, adapte
 
 def _settings(env: Env, **overrides: object) -> CanarySettings:
     base: dict = {
-        "replicas": [env.server.base_url], "traffic_fraction": 0.5, "analysis_interval_s": INTERVAL_S,
+        "replicas": [r.base_url for r in env.replicas], "traffic_fraction": 0.5, "analysis_interval_s": INTERVAL_S,
         "intervals": 1, "smoke_requests": 1, "drain_s": 1.0, "request_timeout_s": 120,
         "lock_ttl_s": 120, "lock_wait_s": 30,
         "slo": {"max_error_rate": 0.2, "max_error_rate_increase": 0.2, "max_ttft_p95_ratio": 2.0,
@@ -143,13 +164,20 @@ def _event(report: dict, name: str) -> dict:
     return next(e for e in report["events"] if e["event"] == name)
 
 
-def _served(env: Env) -> set[str]:
-    return {m["id"] for m in env.server.get("/v1/models").json()["data"]}
+def _served(env: Env, family: str) -> set[str]:
+    """The family's adapters and the base model as every replica lists them (fail if the replicas disagree)."""
+    listed = [{m["id"] for m in r.get("/v1/models").json()["data"] if m["id"] == "base" or
+               m["id"].startswith(f"{family}-v")} for r in env.replicas]
+    assert all(models == listed[0] for models in listed), listed
+    return listed[0]
 
 
 def _route(env: Env, family: str) -> dict[str, int]:
-    routes = {r["name"]: r for r in env.server.get("/v1/routes").json()["data"]}
-    return routes[family]["weights"]
+    """The family's route, the same on every replica."""
+    weights = [{r["name"]: r for r in replica.get("/v1/routes").json()["data"]}[family]["weights"]
+               for replica in env.replicas]
+    assert all(w == weights[0] for w in weights), weights
+    return weights[0]
 
 
 def _version_tags(world: World, version: str) -> dict[str, str]:
@@ -170,19 +198,31 @@ def world_factory(tmp_path: Path, mlflow_sqlite_uri: str, mlflow_model: str,
     return make
 
 
-def test_rollback_within_one_interval_on_injected_latency_and_errors(canary_env: Env, world_factory) -> None:
+def _preload_with_fault(env: Env, world: World, name: str, fault: dict) -> None:
+    """Load `name` on every replica from the folder the canary uses (so its own load is a no-op), warm it
+    once, then break it as `fault` says."""
+    env.on_each("/v1/load_lora_adapter", {"lora_name": name, "lora_path": world.paths["2"]})
+    for replica in env.replicas:
+        assert replica.chat(name, "Hi", max_tokens=1).status_code == 200
+    env.on_each("/v1/faults", {"model": name, "seed": 1, **fault})
+
+
+def _breached(interval: dict) -> set[str]:
+    return {c["name"] for c in interval["checks"] if c["status"] == "breach"}
+
+
+def test_rollback_within_one_interval_on_injected_latency_and_errors_despite_a_slow_judge(
+        canary_env: Env, world_factory) -> None:
     world = world_factory("canary-rb")
     challenger, champion = f"{world.family}-v2", f"{world.family}-v1"
-    # The challenger is loaded from the same folder the canary uses (a no-op for the canary), warmed once
-    # (so its latency histogram exists), then broken: +1.5 s and 50% HTTP 500 on every request it serves.
-    assert canary_env.server.post("/v1/load_lora_adapter",
-                                  {"lora_name": challenger, "lora_path": world.paths["2"]}).status_code == 200
-    assert canary_env.server.chat(challenger, "Hi", max_tokens=1).status_code == 200
-    fault = canary_env.server.post("/v1/faults", {"model": challenger, "latency_s": 1.5, "error_rate": 0.5,
-                                                  "seed": 1})
-    assert fault.status_code == 200, fault.text
+    _preload_with_fault(canary_env, world, challenger, {"latency_s": 1.5, "error_rate": 0.5})
+    # The judge (the base model of the first replica) takes 10 s per verdict: the shadow batch of interval 1
+    # is still being judged when the breach is found, and the rollback must not wait for it.
+    assert canary_env.server.post("/v1/faults", {"model": "base", "latency_s": 10.0}).status_code == 200
 
-    settings = _settings(canary_env, intervals=6, smoke_requests=0)  # a run that is not aborted lasts 18 s+
+    settings = _settings(canary_env, intervals=6, smoke_requests=0,  # a run that is not aborted lasts 18 s+
+                         shadow={"size": 2, "min_items": 2, "max_new_tokens": 4, "judge_max_new_tokens": 32,
+                                 "concurrency": 2})
     started = time.monotonic()
     outputs = run(_inputs(world, settings, canary_env))
     elapsed = time.monotonic() - started
@@ -191,15 +231,14 @@ def test_rollback_within_one_interval_on_injected_latency_and_errors(canary_env:
     assert outputs.champion_version == "1"
     report = _report(outputs)
     # The breach starts with the traffic shift (the fault was there before); rollback after interval 1.
-    assert len(report["intervals"]) == 1 and report["intervals"][0]["breaches"], report["intervals"]
-    breached = {c["name"] for c in report["intervals"][0]["checks"] if c["status"] == "breach"}
-    assert "error_rate" in breached, report["intervals"][0]["checks"]
+    assert len(report["intervals"]) == 1 and "error_rate" in _breached(report["intervals"][0]), report["intervals"]
     shifted, rolled = _event(report, "traffic_shifted")["at"], _event(report, "route_final")["at"]
     assert rolled - shifted <= INTERVAL_S + SETTLE_S + 4.0, (rolled - shifted, report["events"])
+    assert report["quality"]["items"] == 0  # the judge had not answered: the rollback did not wait for it
     assert elapsed < INTERVAL_S * settings.intervals  # aborted early, not after all intervals
     # Serving: champion only, challenger unloaded after the drain.
     assert _route(canary_env, world.family) == {champion: 1}
-    served = _served(canary_env)
+    served = _served(canary_env, world.family)
     assert champion in served and challenger not in served
     assert _event(report, "adapter_unloaded")["at"] - rolled >= settings.drain_s - 0.05
     # Registry: champion restored, challenger version tagged with the reason.
@@ -212,6 +251,43 @@ def test_rollback_within_one_interval_on_injected_latency_and_errors(canary_env:
     assert tags["eurolora.canary.report_uri"] == outputs.report_uri
     md = (local_path(outputs.report_uri) / MD_FILE).read_text()
     assert "rolled_back" in md and "error rate" in md
+
+
+def test_rollback_on_latency_alone(canary_env: Env, world_factory) -> None:
+    world = world_factory("canary-lat")
+    _preload_with_fault(canary_env, world, f"{world.family}-v2", {"latency_s": 2.0})
+    outputs = run(_inputs(world, _settings(canary_env, intervals=3, smoke_requests=0), canary_env))
+    assert outputs.decision == "rolled_back" and "SLO breach in interval 1" in outputs.reason, outputs
+    (interval,) = _report(outputs)["intervals"]
+    assert _breached(interval) & {"ttft_p95", "e2e_p95"} and "error_rate" not in _breached(interval), interval
+    assert _route(canary_env, world.family) == {f"{world.family}-v1": 1}
+
+
+def test_a_breach_that_starts_mid_canary_rolls_back_within_one_interval(canary_env: Env, world_factory,
+                                                                        monkeypatch) -> None:
+    world = world_factory("canary-mid")
+    challenger = f"{world.family}-v2"
+    injected: list[float] = []
+    traffic = Canary.traffic
+
+    def failing_from_interval_2(canary: Canary, seconds: float):
+        if len(canary.state.intervals) == 1 and not injected:  # interval 1 passed: now the challenger fails
+            canary_env.on_each("/v1/faults", {"model": challenger, "error_rate": 1.0, "seed": 1})
+            injected.append(time.time())
+        return traffic(canary, seconds)
+
+    monkeypatch.setattr(Canary, "traffic", failing_from_interval_2)
+    outputs = run(_inputs(world, _settings(canary_env, intervals=4, slo=NOISE_TOLERANT), canary_env))
+
+    assert outputs.decision == "rolled_back" and "SLO breach in interval 2" in outputs.reason, outputs
+    report = _report(outputs)
+    first, second = report["intervals"]
+    assert first["judged"] and not first["breaches"] and "error_rate" in _breached(second)
+    rolled = _event(report, "route_final")["at"]
+    # Detected at the end of the interval the breach started in: one interval, the scrape settle, a little.
+    assert 0 < rolled - injected[0] <= INTERVAL_S + SETTLE_S + 1.5, (rolled - injected[0], report["events"])
+    assert _route(canary_env, world.family) == {f"{world.family}-v1": 1}
+    assert challenger not in _served(canary_env, world.family)
 
 
 def test_promote_path_moves_all_traffic_and_unloads_the_old_adapter(canary_env: Env, world_factory) -> None:
@@ -231,7 +307,7 @@ def test_promote_path_moves_all_traffic_and_unloads_the_old_adapter(canary_env: 
     assert report["quality"]["items"] == 2 and len(report["shadow_items"]) == 2
     # Serving: 100% challenger, the old champion unloaded only after the drain period.
     assert _route(canary_env, world.family) == {challenger: 1}
-    served = _served(canary_env)
+    served = _served(canary_env, world.family)
     assert challenger in served and champion not in served
     final, unloaded = _event(report, "route_final")["at"], _event(report, "adapter_unloaded")["at"]
     assert unloaded - final >= settings.drain_s - 0.05
@@ -268,7 +344,7 @@ def test_rerun_after_crashes_converges_to_the_same_end_state(canary_env: Env, wo
     state = load_state(world.context)
     assert state is not None and state.phase == "decided" and state.decision == "promoted", state
     assert _route(canary_env, world.family) == {challenger: 1}
-    assert {champion, challenger} <= _served(canary_env)
+    assert {champion, challenger} <= _served(canary_env, world.family)
     assert world.registry.aliases().get("challenger") == "2"
 
     # 3) The re-run finishes; a fourth run changes nothing and returns the same outputs.
@@ -281,22 +357,33 @@ def test_rerun_after_crashes_converges_to_the_same_end_state(canary_env: Env, wo
     assert [e["event"] for e in report["events"]].count("resumed") == 2
     assert [e["event"] for e in report["events"]].count("traffic_shifted") == 2  # re-applied absolutely
     assert _route(canary_env, world.family) == {challenger: 1}
-    served = _served(canary_env)
+    served = _served(canary_env, world.family)
     assert challenger in served and champion not in served
     assert world.registry.aliases() == {"champion": "2", "previous": "1"}
     assert _version_tags(world, "2")["eurolora.canary.decision"] == "promoted"
 
 
-def test_a_challenger_that_cannot_be_loaded_is_rolled_back_before_any_traffic(canary_env: Env,
-                                                                             world_factory) -> None:
+def test_a_challenger_that_cannot_be_loaded_is_rolled_back_before_any_traffic_even_across_a_crash(
+        canary_env: Env, world_factory, monkeypatch) -> None:
     world = world_factory("canary-bk", broken_challenger=True)
-    outputs = run(_inputs(world, _settings(canary_env, intervals=3), canary_env))
+    inputs = _inputs(world, _settings(canary_env, intervals=3), canary_env)
+    # A crash in the middle of the rollback: traffic is back on the champion, the registry not yet restored.
+    with monkeypatch.context() as patch:
+        patch.setattr(Canary, "registry_after_rollback", _crash("crash in rollback"))
+        with pytest.raises(RuntimeError, match="crash in rollback"):
+            run(inputs)
+    state = load_state(world.context)
+    assert state is not None and (state.phase, state.decision) == ("decided", "rolled_back")
+    assert _route(canary_env, world.family) == {f"{world.family}-v1": 1}
+    assert world.registry.aliases().get("champion") == "2"
+
+    outputs = run(inputs)  # the re-run finishes the rollback
     assert outputs.decision == "rolled_back" and "could not be loaded" in outputs.reason, outputs
     report = _report(outputs)
-    assert not report["intervals"] and _event(report, "route_final")
+    assert report["attempts"] == 2 and not report["intervals"] and _event(report, "route_final")
     assert not any(e["event"] == "traffic_shifted" for e in report["events"])
     assert _route(canary_env, world.family) == {f"{world.family}-v1": 1}
-    assert f"{world.family}-v2" not in _served(canary_env)
+    assert f"{world.family}-v2" not in _served(canary_env, world.family)
     assert world.registry.aliases().get("champion") == "1"
     assert _version_tags(world, "2")["eurolora.decision"] == "rejected"
 
@@ -306,10 +393,7 @@ def test_first_adapter_is_canaried_against_the_base_model_and_rolled_back_to_it(
     world = world_factory("canary-fb")
     world.registry.delete_alias("previous")  # no champion before promote: the base model is the baseline
     challenger = f"{world.family}-v2"
-    assert canary_env.server.post("/v1/load_lora_adapter",
-                                  {"lora_name": challenger, "lora_path": world.paths["2"]}).status_code == 200
-    fault = canary_env.server.post("/v1/faults", {"model": challenger, "error_rate": 1.0, "seed": 1})
-    assert fault.status_code == 200, fault.text
+    _preload_with_fault(canary_env, world, challenger, {"error_rate": 1.0})
 
     outputs = run(_inputs(world, _settings(canary_env, intervals=3, smoke_requests=0), canary_env))
 
@@ -320,7 +404,7 @@ def test_first_adapter_is_canaried_against_the_base_model_and_rolled_back_to_it(
     assert report["intervals"][0]["champion"]["requests"] >= 2  # the base model's own series in Prometheus
     # Serving: the family's traffic back on the base model, which stays loaded; the adapter is gone.
     assert _route(canary_env, world.family) == {"base": 1}
-    served = _served(canary_env)
+    served = _served(canary_env, world.family)
     assert "base" in served and challenger not in served
     # Registry: no champion any more (there was none before promote), the version rejected with the reason.
     assert world.registry.aliases() == {}

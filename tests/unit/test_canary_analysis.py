@@ -35,6 +35,16 @@ def test_a_healthy_challenger_passes_every_check() -> None:
                                    "quality": "no_data"}
 
 
+def test_without_a_ttft_series_latency_is_judged_end_to_end_only() -> None:
+    slow_first_token = healthy(ttft_p95_s=None)  # what the window holds when canary.metrics.ttft is null
+    judgement = judge_interval(slow_first_token, CHAMPION, QualityTally(), SLO, NO_SHADOW, ttft_measured=False)
+    assert judgement.judged and not judgement.breached
+    ttft = next(c for c in judgement.checks if c.name == "ttft_p95")
+    assert ttft.status == "no_data" and "not measured" in ttft.detail
+    assert judge_interval(healthy(e2e_p95_s=2.0), CHAMPION, QualityTally(), SLO, NO_SHADOW,
+                          ttft_measured=False).breached
+
+
 @pytest.mark.parametrize(("errors", "breach"), [(2, False), (3, True)])
 def test_error_rate_against_the_absolute_limit(errors: int, breach: bool) -> None:
     # 2/40 = 5.0% is at the limit (not above); 3/40 = 7.5% is above it. Champion at 0%: the increase
@@ -150,3 +160,6 @@ def test_settings_refuse_inconsistent_values() -> None:
         CanarySettings(replicas=["http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/"])
     with pytest.raises(ValueError):
         CanarySettings(traffic_fraction=1.0)
+    with pytest.raises(ValueError, match="replica_dns"):
+        CanarySettings(replicas=[])
+    assert CanarySettings(replicas=[], replica_dns="vllm-replicas.inference.svc.cluster.local:8000").replica_dns

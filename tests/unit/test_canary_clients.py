@@ -13,7 +13,7 @@ from steps.canary.adapter_set import CONFIG_KEY, AdapterEntry, AdapterSet, updat
 from steps.canary.kube import KubeClient, KubeError
 from steps.canary.prometheus import PrometheusClient, PrometheusError
 from steps.canary.routing import LocalRouter, ModelRewriteRouter, model_rewrite_patch
-from steps.canary.serving import ReplicaClient, ServingError, adapter_name, root_url
+from steps.canary.serving import AdapterConflict, ReplicaClient, ServingError, adapter_name, root_url
 from steps.canary.settings import KubernetesSettings, MetricsSettings
 from steps.common.contract import RuntimeContext, TransientError, publishing
 from steps.common.residency import ResidencyError, ResidencyPolicy
@@ -101,7 +101,7 @@ def test_adapter_set_update_is_a_compare_and_set_retried_on_conflict(tmp_path: P
 
     kube = _kube(tmp_path, handler)
     after = update_adapter_set(kube, "vllm-adapters",
-                               lambda s: s.with_challenger("handbook-v4", "s3://b/a4", "4"))
+                               lambda s: s.with_adapter("handbook-v4", "s3://b/a4", "4", "challenger"))
     assert [(a.name, a.role) for a in after.adapters] == [("handbook-v3", "champion"), ("handbook-v4", "challenger")]
     assert [p["metadata"]["resourceVersion"] for p in state["patches"]] == ["10", "11"]
     assert AdapterSet.model_validate_json(state["data"]) == after
@@ -111,6 +111,16 @@ def test_adapter_set_update_is_a_compare_and_set_retried_on_conflict(tmp_path: P
     promoted = after.promoted("handbook-v4")
     assert [(a.name, a.role) for a in promoted.adapters] == [("handbook-v4", "champion")]
     assert after.without("handbook-v4") == current
+
+
+def test_adapter_set_never_gives_a_listed_name_other_weights() -> None:
+    current = AdapterSet(family="handbook", adapters=[AdapterEntry(name="handbook-v3", uri="s3://b/a3",
+                                                                   role="champion", version="3")])
+    assert current.with_adapter("handbook-v3", "s3://b/a3", "3", "champion") == current  # re-run: no change
+    with pytest.raises(ValueError, match="already lists handbook-v3 as version 3 at s3://b/a3"):
+        current.with_adapter("handbook-v3", "s3://b/other", "3", "challenger")
+    with pytest.raises(ValueError, match="never changes weights"):
+        current.with_adapter("handbook-v3", "s3://b/a3", "7", "challenger")  # a recreated registry's version
 
 
 # -- Prometheus ---------------------------------------------------------------------------------------
@@ -125,9 +135,9 @@ def test_prometheus_window_queries_and_reads_values() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         q, at = request.url.params["query"], request.url.params["time"]
         queries.append((q, at))
-        if q.startswith("sum(vllm:request_success_total"):
-            return httpx.Response(200, json=_vector(100 if at == "1000.000" else 130))
-        if q.startswith("sum(eurolora_request_errors_total"):
+        if q.startswith("sum(inference_objective_request_total"):
+            return httpx.Response(200, json=_vector(100 if at == "1000.000" else 135))  # errors included
+        if q.startswith("sum(inference_objective_request_error_total"):
             return httpx.Response(200, json=_vector(5) if at == "1060.000" else _vector())  # born in window
         if q.startswith("histogram_quantile") and "time_to_first_token" in q:
             return httpx.Response(200, json=_vector("NaN"))
@@ -139,17 +149,23 @@ def test_prometheus_window_queries_and_reads_values() -> None:
     settings = MetricsSettings(prometheus_url="http://127.0.0.1:9090", selector='namespace="inference"')
     client = PrometheusClient(settings, POLICY, transport=httpx.MockTransport(handler))
     window = client.window("handbook-v4", 1000.0, 1060.0)
-    assert (window.answers, window.errors, window.e2e_p95_s) == (30, 5, 1.25)
+    assert (window.requests, window.errors, window.e2e_p95_s) == (35, 5, 1.25)
     assert window.error_rate == pytest.approx(5 / 35)
-    sel = '{model_name="handbook-v4",namespace="inference"}'
-    err_sel = '{model_name="handbook-v4",namespace="inference",status=~"5.."}'
-    assert (f"sum(vllm:request_success_total{sel})", "1000.000") in queries
-    assert (f"sum(eurolora_request_errors_total{err_sel})", "1060.000") in queries
-    assert (f"histogram_quantile(0.95, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{sel}[60s])))",
-            "1060.000") in queries
+    sel = '{target_model_name="handbook-v4",namespace="inference"}'
+    err_sel = '{target_model_name="handbook-v4",namespace="inference",error_code="ModelServerError"}'
+    ttft_sel = '{model_name="handbook-v4",namespace="inference"}'
+    assert (f"sum(inference_objective_request_total{sel})", "1000.000") in queries
+    assert (f"sum(inference_objective_request_error_total{err_sel})", "1060.000") in queries
+    e2e = f"histogram_quantile(0.95, sum by (le) (rate(inference_objective_request_duration_seconds_bucket{sel}[60s])))"
+    assert (e2e, "1060.000") in queries
     # TTFT: rate() had no answer although there were answers -> bucket differences (absent at t0 = 0).
-    assert (f"sum by (le) (vllm:time_to_first_token_seconds_bucket{sel})", "1060.000") in queries
+    assert (f"sum by (le) (vllm:time_to_first_token_seconds_bucket{ttft_sel})", "1060.000") in queries
     assert window.ttft_p95_s == pytest.approx(1 + 1.5 * 28.5 / 30)  # rank 28.5 of 30 in (1, 2.5]
+    # A deployment without per-adapter TTFT series (canary.metrics.ttft: null) does not ask for one.
+    queries.clear()
+    untimed = PrometheusClient(settings.model_copy(update={"ttft": None}), POLICY,
+                               transport=httpx.MockTransport(handler)).window("handbook-v4", 1000.0, 1060.0)
+    assert untimed.ttft_p95_s is None and not any("time_to_first_token" in q for q, _ in queries)
 
 
 def test_prometheus_fallback_quantile_from_bucket_differences() -> None:
@@ -161,11 +177,13 @@ def test_prometheus_fallback_quantile_from_bucket_differences() -> None:
             les = ["0.5", "1", "2.5", "+Inf"]
             return httpx.Response(200, json=_vector(50, 90, 100, 100, le=les) if at == "20.000"
                                   else _vector(0, 0, 0, 0, le=les))
+        if "error" in q:
+            return httpx.Response(200, json=_vector())  # no error series at all
         return httpx.Response(200, json=_vector(100 if at == "20.000" else 0))
 
     client = PrometheusClient(MetricsSettings(), ResidencyPolicy(), transport=httpx.MockTransport(handler))
     window = client.window("x-v1", 10.0, 20.0)
-    assert window.e2e_p95_s == pytest.approx(1.75) and window.answers == 100
+    assert window.e2e_p95_s == pytest.approx(1.75) and (window.requests, window.errors) == (100, 0)
 
 
 def test_prometheus_failures() -> None:
@@ -229,8 +247,8 @@ def test_replica_client_load_and_unload_are_idempotent_on_vllm() -> None:
     assert client.load_adapter("handbook-v4", "/adapters/handbook-v4") == "already_loaded"
     server.loaded["handbook-v5"] = "/adapters/handbook-v5"  # loaded by the sidecar meanwhile
     assert client.load_adapter("handbook-v5", "/adapters/handbook-v5") == "already_loaded"
-    with pytest.raises(ServingError, match="already been loaded"):  # other weights under a taken name
-        client.load_adapter("handbook-v4", "/adapters/other")
+    with pytest.raises(AdapterConflict, match="already serves the adapter at /adapters/handbook-v4"):
+        client.load_adapter("handbook-v4", "/adapters/other")  # other weights under a served name
     with pytest.raises(ServingError, match="No adapter found"):
         client.load_adapter("handbook-v6", "/tmp/nowhere")
     assert client.unload_adapter("handbook-v4") == "unloaded"
@@ -275,6 +293,12 @@ def test_adapter_sync_fetches_links_loads_and_reports_readiness(tmp_path: Path, 
     linked = adapter_sync.fetch(adapter_set, dest)
     assert json.loads((linked["handbook-v4"] / "adapter_config.json").read_text()) == {"r": 4}
     assert adapter_sync.fetch(adapter_set, dest) == linked  # idempotent
+    # The set now lists other weights under a linked name: refused, the name keeps its files, the rest syncs.
+    changed = adapter_set.model_copy(update={"adapters": [
+        adapter_set.adapters[0], adapter_set.adapters[1].model_copy(update={"uri": uris["3"]})]})
+    with pytest.raises(adapter_sync.NameConflict, match="handbook-v4 already holds"):
+        adapter_sync.fetch(changed, dest)
+    assert json.loads((dest / "handbook-v4" / "adapter_config.json").read_text()) == {"r": 4}
 
     server = FakeVLLM()
     server.loaded.clear()
