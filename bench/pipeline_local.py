@@ -6,6 +6,7 @@ with caching on and nothing changed. Prints one table; targets: cold <= 10 min, 
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,15 @@ def _run(work: Path, extra: list[str]) -> tuple[float, dict[str, dict]]:
     return wall, steps
 
 
+def machine() -> str:
+    """Cores and the torch threads a step process gets (steps run in their own processes, same environment)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True, timeout=120)
+    return (f"{os.cpu_count()} CPU cores ({len(os.sched_getaffinity(0))} usable by this process), "
+            f"torch threads per step {probe.stdout.strip()} "
+            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -34,6 +44,7 @@ def main() -> None:
         work = Path(tmp)
         cold_wall, cold = _run(work, ["--no-cache", *extra])
         warm_wall, warm = _run(work, extra)
+    print(machine())
     print(f"{'step':<15}{'cache off (s)':>15}{'cache on (s)':>15}{'status':>12}")
     for name, step in cold.items():
         print(f"{name:<15}{step['duration_s']:>15.1f}{warm[name]['duration_s']:>15.1f}{warm[name]['status']:>12}")
