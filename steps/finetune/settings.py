@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, model_validator
 
 class LoraProfile(BaseModel):
     model_config = {"extra": "forbid"}
-    r: int = Field(8, ge=1, le=256)
+    r: int = Field(8, ge=1, le=64)  # vLLM serves ranks up to its --max-lora-rank (manifests/serving: 64)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)

@@ -1,7 +1,8 @@
 """manifests/serving: built-in kinds validated strictly by kubernetes-validate (offline), custom resources
 (ServiceMonitor, InferencePool, InferenceModelRewrite, HTTPRoute) checked field by field, and the policy:
 multi-LoRA with runtime updates, offline and untracked, EU nodes, GPU, probes, non-root, secrets only by
-reference, and names that agree across the objects and with the canary step's defaults."""
+reference, and names that agree across the objects, with the canary step's defaults and with the cluster
+config's canary block (pipelines/configs/cluster-example.yaml)."""
 
 import json
 import re
@@ -12,10 +13,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pipelines.config import CONFIG_DIR, load_config
 from steps.canary.adapter_set import CONFIG_KEY, AdapterSet
 from steps.canary.routing import POOL_GROUP, REWRITE_API
 from steps.canary.settings import CanarySettings
 from steps.common.residency import EU_REGIONS
+from steps.finetune.settings import LoraProfile
 
 K8S_VERSION = "1.31"
 SERVING = Path(__file__).resolve().parents[2] / "manifests" / "serving"
@@ -63,7 +66,8 @@ def test_builtin_kinds_validate_strictly_and_custom_ones_are_known() -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "eurolora"
         seen.add(doc["kind"])
     assert {"Namespace", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "InferencePool",
-            "InferenceModelRewrite", "HTTPRoute", "Role", "RoleBinding", "NetworkPolicy"} <= seen
+            "InferenceModelRewrite", "HTTPRoute", "Role", "RoleBinding", "NetworkPolicy", "ClusterRole",
+            "ClusterRoleBinding", "ServiceAccount", "Secret"} <= seen
 
 
 def test_strict_validation_catches_a_misspelled_field() -> None:
@@ -78,7 +82,10 @@ def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
     argv = [*vllm["command"], *vllm["args"]]
     assert argv[:2] == ["vllm", "serve"] and "--enable-lora" in argv
     flags = dict(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    assert int(flags["--max-loras"]) >= 2 and int(flags["--max-lora-rank"]) >= 8  # champion + challenger
+    assert int(flags["--max-loras"]) >= 2  # champion + challenger
+    # Every rank the finetune step may train is servable, and no larger one is reserved on the GPU.
+    (max_rank,) = [m.le for m in LoraProfile.model_fields["r"].metadata if getattr(m, "le", None) is not None]
+    assert int(flags["--max-lora-rank"]) == max_rank
     env = _env(vllm)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     for key, value in {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
@@ -113,7 +120,10 @@ def test_pods_run_on_eu_gpu_nodes_non_root_with_probes() -> None:
 
 
 def test_secrets_only_by_reference() -> None:
-    assert not [d for d in _docs() if d["kind"] == "Secret"]
+    # The only Secret is a service-account token the cluster fills in: no credential in the manifests.
+    for secret in [d for d in _docs() if d["kind"] == "Secret"]:
+        assert secret["type"] == "kubernetes.io/service-account-token", secret
+        assert not {"data", "stringData"} & set(secret), secret
     for name, container in _containers().items():
         for entry in container.get("env", []):
             if SECRETISH.search(entry["name"]):
@@ -204,3 +214,48 @@ def test_network_policy_limits_who_reaches_vllm() -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     cidrs = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert "0.0.0.0/0" not in cidrs
+
+
+def _cluster_canary() -> CanarySettings:
+    return load_config(CONFIG_DIR / "cluster-example.yaml").canary
+
+
+def test_the_cluster_canary_finds_the_replicas_adapters_and_routing_of_these_manifests() -> None:
+    canary = _cluster_canary()
+    headless = _one("Service", "vllm-replicas")
+    port = headless["spec"]["ports"][0]["port"]
+    ns = headless["metadata"]["namespace"]
+    assert canary.replica_dns == f"{headless['metadata']['name']}.{ns}.svc.cluster.local:{port}"
+    assert canary.replicas == [] and canary.routing == "inference_model_rewrite"
+    mounts = {m["name"]: m["mountPath"] for m in _containers()["vllm"]["volumeMounts"]}
+    assert canary.replica_adapter_dir == mounts["adapters"]
+    assert canary.kubernetes.namespace == ns and canary.kubernetes.pool == _one("InferencePool", "vllm")["metadata"]["name"]
+    vllm = _containers()["vllm"]
+    assert f"--served-model-name={canary.base_model_name}" in vllm["args"]
+
+
+def test_the_endpoint_picker_is_scraped_for_the_series_the_cluster_canary_reads() -> None:
+    metrics = _cluster_canary().metrics
+    pool = _one("InferencePool", "vllm")
+    monitor = _one("ServiceMonitor", "vllm-epp")
+    # The inferencepool chart names the picker's Service <pool>-epp, labels it so, metrics on `http-metrics`.
+    assert pool["spec"]["endpointPickerRef"]["name"] == "vllm-epp"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm-epp"}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
+    assert int(endpoint["interval"].rstrip("s")) < metrics.scrape_settle_s
+    # With the token of an account allowed exactly `get /metrics`.
+    secret = _one("Secret", endpoint["authorization"]["credentials"]["name"])
+    account = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    binding = _one("ClusterRoleBinding", "eurolora-epp-metrics-reader")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "inference"}]
+    assert _one("ServiceAccount", account)
+    role = _one("ClusterRole", binding["roleRef"]["name"])
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    # The canary reads the picker's per-target series, in this namespace, and no per-adapter TTFT.
+    assert f'namespace="{monitor["metadata"]["namespace"]}"' in metrics.selector
+    for series in (metrics.requests, metrics.errors, metrics.e2e):
+        assert series.metric.startswith("inference_objective_") and series.model_label == "target_model_name"
+    assert metrics.ttft is None
+    host = metrics.prometheus_url.split("//", 1)[1].split(":", 1)[0]
+    assert host.endswith(".svc.cluster.local")
