@@ -36,9 +36,16 @@ def test_s3_publish_materialize_with_multipart(moto_server: str, s3_bucket: str,
     local = store.materialize(uri, tmp_path / "cache")
     assert (local / "big.bin").read_bytes() == big
     assert manifest.files["big.bin"]["size"] == len(big)
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
-            .list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert not [k for k in keys if ".staging-" in k]  # staging keys are cleaned up after publishing
+    # The published objects themselves: the big one in two 5 MiB parts (S3 says so in its ETag, "<md5>-<parts>",
+    # and in the parts count of a part's HEAD), the small one in a single PUT.
+    prefix = "eurolora/runs/r1/ingest/chunks/"
+    assert client.head_object(Bucket=s3_bucket, Key=prefix + "big.bin")["ETag"].strip('"').endswith("-2")
+    assert client.head_object(Bucket=s3_bucket, Key=prefix + "big.bin", PartNumber=1)["PartsCount"] == 2
+    small = client.head_object(Bucket=s3_bucket, Key=prefix + "small.json")
+    assert "-" not in small["ETag"] and "PartsCount" not in small
 
 
 def test_s3_without_manifest_is_invisible(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
