@@ -1,5 +1,7 @@
-"""Stopping `eurolora run` (SIGTERM, Ctrl-C) stops the step it is running: no orphan keeps computing."""
+"""Stopping `eurolora run` (SIGTERM, Ctrl-C) stops the step it is running: no orphan keeps computing, and the
+run's summary says it was interrupted and where."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -28,3 +30,8 @@ def test_stopping_the_runner_stops_its_step(tmp_path: Path, embedded_model_dir: 
     assert runner.returncode == (143 if signum == signal.SIGTERM else 130), err[-2000:]
     time.sleep(0.5)
     assert _steps_run_in(tmp_path) == {}, f"step process {steps} outlived the runner"
+    [summary_path] = (tmp_path / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "interrupted" and summary["steps"][0]["status"] == "interrupted"
+    assert "interrupted during step ingest" in err
+    assert f"resume with: eurolora run --resume {summary['run_id']} --until ingest" in err
