@@ -186,8 +186,10 @@ def test_a_service_that_cannot_start_fails_its_step_with_the_reason(workdir: Pat
         yield inputs
 
     config = load_config(overrides=[f"corpus={(workdir / 'corpus').as_uri()}"], cwd=workdir)
-    with pytest.raises(StepFailed, match="could not start what the step needs: prometheus not healthy"):
+    with pytest.raises(StepFailed, match="could not start what the step needs: prometheus not healthy") as failed:
         LocalRunner(config, TOY, LineDisplay(), services={"summarise": broken}).run()
+    # The step's process never started, yet its log exists and says why.
+    assert "prometheus not healthy" in Path(failed.value.record.log).read_text()
 
 
 def test_no_cache_runs_every_step_and_still_fills_the_cache(workdir: Path) -> None:
