@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--served-model-name", default="base", help="the base model's name in the API (default base)")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                         help="a LoRA adapter folder to load at startup (repeatable)")
+    parser.add_argument("--registry", nargs="?", const="", metavar="CONFIG",
+                        help="also load the registry's champion and challenger as <family>-v<N>, from a pipeline "
+                             "config (default: the shipped local config, pipelines/configs/local.yaml)")
     parser.add_argument("--routes-file", type=Path, metavar="FILE",
                         help='YAML/JSON routes applied at startup: {"routes": [{"name", "weights", "strategy"}]}')
     parser.add_argument("--max-prompt-tokens", type=int, metavar="N", help="refuse longer prompts (default: context-1)")
@@ -72,6 +75,34 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
     return adapters
 
 
+def _with_registry_adapters(adapters: dict[str, str], config_path: str) -> dict[str, str]:
+    """`adapters` plus the registry's champion and challenger; ValueError for a bad config or registry."""
+    import tempfile
+
+    from pipelines.config import ConfigError, load_config
+    from pipelines.serve.registry_adapters import registry_adapters
+
+    try:
+        config = load_config(Path(config_path) if config_path else None)
+    except ConfigError as exc:
+        raise ValueError(f"--registry: {exc}") from None
+    from steps.common.contract import TransientError
+    from steps.common.registry import RegistryError
+    from steps.common.storage import StorageError
+
+    cache = Path(tempfile.gettempdir()) / "eurolora" / "serve-adapters"
+    try:
+        found = registry_adapters(config, cache)
+    except (RegistryError, TransientError, StorageError) as exc:
+        raise ValueError(f"--registry: {type(exc).__name__}: {exc}") from None
+    taken = sorted(set(found) & set(adapters))
+    if taken:
+        raise ValueError(f"--adapter {taken} are also the registry's adapter names: give other names")
+    print(f"eurolora serve: from the registry ({config.registry.model_name}): "
+          f"{', '.join(sorted(found)) or 'no champion or challenger yet (the base model only)'}", file=sys.stderr)
+    return {**adapters, **found}
+
+
 def load_routes(path: Path) -> list:
     """Routes from a YAML/JSON file; ValueError listing every problem."""
     import yaml
@@ -104,6 +135,8 @@ def handle(args: argparse.Namespace) -> int:
     try:
         adapters = parse_adapters(args.adapter)
         routes = load_routes(args.routes_file) if args.routes_file else []
+        if args.registry is not None:
+            adapters = _with_registry_adapters(adapters, args.registry)
     except ValueError as exc:
         return _fail(str(exc))
 
