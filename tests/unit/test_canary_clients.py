@@ -319,3 +319,14 @@ def test_adapter_sync_fetches_links_loads_and_reports_readiness(tmp_path: Path, 
     assert adapter_sync.main(["ready", "--config", "x.json"]) == 0
     with pytest.raises(SystemExit, match="loopback"):
         adapter_sync.main(["ready", "--config", "x.json", "--url", "http://vllm.example.com/v1"])
+
+
+def test_the_readiness_probe_imports_no_hera_torch_or_mlflow() -> None:
+    """`python -m steps.canary.adapter_sync ready` runs every 10 s in every vLLM pod: it must start light."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, steps.canary.adapter_sync, steps.canary.serving; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'hera', 'torch', 'mlflow', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
