@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.llm_servers",
     "tests.fixtures.mlflow",
     "tests.fixtures.serve",
+    "tests.fixtures.demo_steps",
 ]

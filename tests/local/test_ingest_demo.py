@@ -1,41 +1,33 @@
-"""The ingest step end to end on the shipped demo corpus, in process and through Hera's own runner."""
+"""The ingest step end to end on the shipped demo corpus (the session's run with the shipped config), a
+corpus with nothing usable, and the step through Hera's own runner."""
 
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from steps.common.contract import RuntimeContext
-from steps.common.residency import ResidencyPolicy
-from steps.common.storage import StorageSettings
 from steps.ingest import IngestInputs, IngestOutputs, NoUsableDocuments, run
 from steps.ingest.settings import IngestSettings
+from tests.fixtures.demo_steps import DemoIngest, step_context
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "pipelines" / "corpus" / "demo"
 
 
-def _context(tmp_path: Path) -> RuntimeContext:
-    storage = StorageSettings(artifact_root=(tmp_path / "artifacts").as_uri())
-    return RuntimeContext(run_id="t", storage=storage, residency=ResidencyPolicy(),
-                          scratch_dir=str(tmp_path / "scratch"))
-
-
 def _run(tmp_path: Path, model_dir: Path, corpus: Path = DEMO, **settings: object) -> IngestOutputs:
-    return run(IngestInputs(context=_context(tmp_path), settings=IngestSettings(**settings),
+    return run(IngestInputs(context=step_context(tmp_path), settings=IngestSettings(**settings),
                             corpus_uri=corpus.as_uri(), tokenizer_model=str(model_dir)))
 
 
-def test_demo_corpus(tmp_path: Path, embedded_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    progress = tmp_path / "progress"
-    monkeypatch.setenv("ARGO_PROGRESS_FILE", str(progress))
-    outputs = _run(tmp_path, embedded_model_dir)
-
-    local = _context(tmp_path).store().materialize(outputs.chunks_uri, tmp_path / "cache")
+def test_demo_corpus(demo_ingest: DemoIngest, embedded_model_dir: Path, tmp_path: Path) -> None:
+    outputs = demo_ingest.outputs
+    assert demo_ingest.config.corpus == DEMO.as_uri()
+    local = demo_ingest.context.store().materialize(outputs.chunks_uri, tmp_path / "cache")
     assert sorted(p.name for p in local.iterdir()) == ["MANIFEST.json", "chunks.parquet", "quarantine.jsonl",
                                                        "stats.json"]
     table = pq.read_table(local / "chunks.parquet")
@@ -60,10 +52,11 @@ def test_demo_corpus(tmp_path: Path, embedded_model_dir: Path, monkeypatch: pyte
     assert stats["pii_redacted"]["iban"] > 0
     assert stats["documents"] == outputs.n_documents == 20 and outputs.n_quarantined == 0
     assert stats["tokens"] == sum(row["n_tokens"] for row in rows)
-    assert progress.read_text() == "7/7"
+    assert stats["chunks_by_language"] == dict(Counter(row["language"] for row in rows))
+    assert demo_ingest.progress == "7/7"
 
     # Same corpus, same settings: byte-identical artifact (the digest is the manifest's content digest).
-    again = _run(tmp_path / "second", embedded_model_dir)
+    again = _run(tmp_path, embedded_model_dir, **demo_ingest.config.ingest.model_dump())
     assert again.chunks_digest == outputs.chunks_digest
 
 
@@ -74,12 +67,12 @@ def test_no_usable_document_fails_and_publishes_nothing(tmp_path: Path, embedded
     (corpus / "photo.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     with pytest.raises(NoUsableDocuments, match=r"no usable document in corpus .*'binary': 1, 'empty': 1"):
         _run(tmp_path, embedded_model_dir, corpus=corpus)
-    context = _context(tmp_path)
+    context = step_context(tmp_path)
     assert not context.store().exists(context.output_uri("ingest", "chunks"))
 
 
 def test_hera_runner_runs_the_step(tmp_path: Path, embedded_model_dir: Path) -> None:
-    context = _context(tmp_path)
+    context = step_context(tmp_path)
     arguments = [
         {"name": "context", "value": context.model_dump_json()},
         {"name": "settings",
