@@ -12,8 +12,10 @@ champion it replaced, the baseline. Per the issue:
 2. Send `traffic_fraction` of the family's traffic to it: locally a weighted route on every replica
    (`POST /v1/routes`), on a cluster the InferenceModelRewrite of the Gateway API Inference Extension.
 3. After every analysis interval compare it with the baseline: error rate and p95 TTFT / end-to-end
-   latency from Prometheus, quality on a sampled shadow set judged as in the judge step. Any breach rolls
-   back at once (within one interval of it). Locally (`settings.load.enabled`) a small load generator
+   latency from Prometheus (the series are settings: on a cluster the endpoint picker's per-adapter ones,
+   and no TTFT, which no per-adapter series carries there), quality on a sampled shadow set judged as in
+   the judge step. Any breach moves all traffic back at once (within one interval of it), without waiting
+   for a shadow batch still being judged. Locally (`settings.load.enabled`) a small load generator
    produces the traffic that production gets from users.
 4. Promote (100% to the challenger, the baseline unloaded after `drain_s`, `challenger` alias removed:
    `champion` stays, `previous` keeps the baseline for a later rollback) or roll back (100% to the
