@@ -1,5 +1,6 @@
 """The `openai` engine against an independent OpenAI-compatible server: llama-cpp-python's, on the
-embedded SmolLM2 GGUF (CPU). Needs `llama-cpp-python[server]==0.3.36` (the fixture says how)."""
+embedded SmolLM2 GGUF (CPU), request by request and as the generate_qa step's engine. Needs
+`llama-cpp-python[server]==0.3.36` (the fixture says how)."""
 
 import json
 import time
@@ -7,9 +8,12 @@ from collections.abc import Callable
 
 import jsonschema
 
-from steps.common.engines.base import GenerationRequest, OpenAISettings
+from steps.common.engines.base import EngineSettings, GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.residency import ResidencyPolicy
+from steps.generate_qa import GenerateQAInputs, run
+from steps.generate_qa.settings import GenerateQASettings
+from tests.fixtures.demo_steps import DemoIngest
 
 SCHEMA = {
     "type": "object",
@@ -74,3 +78,26 @@ def test_concurrent_requests_and_throughput(llama_cpp_server: str, record_proper
         record_property(f"llama_cpp_c{concurrency}_tok_per_s", round(tokens / elapsed, 1))
     print("\nllama.cpp server through OpenAIEngine, 8 requests x <=32 tokens: "
           + ", ".join(f"concurrency {c}: {r:.2f} req/s, {t:.0f} tok/s" for c, (r, t) in rates.items()))
+
+
+def test_generate_qa_step_with_the_openai_engine(llama_cpp_server: str, demo_ingest: DemoIngest) -> None:
+    """The whole generate_qa step on 2 demo chunks, every request through OpenAIEngine to llama.cpp."""
+    engine = EngineSettings(kind="openai", openai=OpenAISettings(
+        base_url=llama_cpp_server, model="base", concurrency=2, timeout_s=120, max_retries=1, backoff_s=0.1,
+        response_format_style="json_object"))
+    settings = GenerateQASettings(engine=engine, max_chunks=2, pairs_per_chunk=1, unanswerable_per_chunk=1,
+                                  max_new_tokens=112, question_max_chars=120, answer_max_chars=160)
+    context = demo_ingest.context.model_copy(update={"run_id": "llamacpp"})  # its own outputs
+    out = run(GenerateQAInputs(context=context, settings=settings, chunks_uri=demo_ingest.outputs.chunks_uri))
+
+    directory = context.store().materialize(out.qa_uri, context.scratch() / "qa-llamacpp")
+    stats = json.loads((directory / "stats.json").read_text())
+    rejected = [json.loads(line) for line in (directory / "qa_rejected.jsonl").read_text().splitlines()]
+    accepted = [json.loads(line) for split in ("train", "val", "test")
+                for line in (directory / f"qa_{split}.jsonl").read_text().splitlines()]
+    assert stats["chunks"] == 2 and stats["requests"] == 4 == len(accepted) + len(rejected)
+    assert stats["completion_tokens"] > 0 and out.n_rejected == len(rejected)
+    # The server answered every request with JSON its schema allows: no reply failed to arrive or parse.
+    failed = {"generation_error", "truncated", "invalid_json", "schema_invalid"}
+    assert not failed & {row["reason"] for row in rejected}, rejected
+    assert accepted and all(pair["chunk_id"] in stats["shortfall"]["per_chunk"] for pair in accepted)
