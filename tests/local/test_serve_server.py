@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from steps.canary.serving import AdapterConflict, ReplicaClient
 from steps.common.engines.base import GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.residency import ResidencyPolicy
@@ -175,14 +176,20 @@ def test_weights_rewritten_in_place_do_not_reach_a_loaded_name(eurolora_server: 
     lora_a, lora_b = random_lora_adapters
     folder = shutil.copytree(lora_a, tmp_path / "adapter")
     assert _load(eurolora_server, "inplace-v1", folder).status_code == 200
+    replica = ReplicaClient(eurolora_server.base_url, ResidencyPolicy(), timeout_s=120)
     try:
         before = _text(_ok(eurolora_server.chat("inplace-v1", QUESTION, max_tokens=6)))
+        assert replica.load_adapter("inplace-v1", str(folder)) == "already_loaded"  # the canary's idempotent load
         shutil.copy2(lora_b / "adapter_model.safetensors", folder / "adapter_model.safetensors")
         _assert_error(_load(eurolora_server, "inplace-v1", folder), 400, "adapter_name_in_use")
+        # Same name, same path, other files: the canary's client refuses too (it never trusts the path alone).
+        with pytest.raises(AdapterConflict, match="already serves other weights"):
+            replica.load_adapter("inplace-v1", str(folder))
         assert _text(_ok(eurolora_server.chat("inplace-v1", QUESTION, max_tokens=6))) == before
         assert _load(eurolora_server, "inplace-v2", folder).status_code == 200
         assert _text(_ok(eurolora_server.chat("inplace-v2", QUESTION, max_tokens=6))) != before
     finally:
+        replica.close()
         for name in ("inplace-v1", "inplace-v2"):
             eurolora_server.post("/v1/unload_lora_adapter", {"lora_name": name})
 
