@@ -1,4 +1,5 @@
-"""The `openai` engine against a real, misbehaving OpenAI-compatible server process over HTTP."""
+"""The `openai` engine against a real, misbehaving OpenAI-compatible server process over HTTP, on its own
+and as the engine of the generate_qa step."""
 
 import logging
 import time
@@ -6,10 +7,14 @@ import time
 import pytest
 
 from pipelines.local.processes import free_port
-from steps.common.contract import TransientError
-from steps.common.engines.base import GenerationRequest, OpenAISettings
+from steps.common.contract import RuntimeContext, TransientError
+from steps.common.engines.base import EngineSettings, GenerationRequest, OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.residency import ResidencyPolicy
+from steps.generate_qa import GenerateQAInputs, NoQAPairs, run
+from steps.generate_qa.generate import TooManyFailedRequests
+from steps.generate_qa.settings import GenerateQASettings
+from tests.fixtures.demo_steps import DemoIngest
 from tests.fixtures.llm_servers import MisbehavingServer
 
 
@@ -186,3 +191,40 @@ def test_no_key_no_authorization_header(server: MisbehavingServer, monkeypatch: 
     with _engine(server.base_url) as engine:
         engine.generate([_req("ok:nokey")])
     assert server.stats()["auth"]["ok:nokey"] is None
+
+
+def _generate_qa(server: MisbehavingServer, demo_ingest: DemoIngest, mode: str, run_id: str,
+                 **settings: object) -> RuntimeContext:
+    """generate_qa on 2 demo chunks (4 requests, one at a time) with every request sent as model `mode`."""
+    engine = EngineSettings(kind="openai", openai=OpenAISettings(
+        base_url=server.base_url, model=f"{mode}:{run_id}", concurrency=1, timeout_s=5, max_retries=0))
+    context = demo_ingest.context.model_copy(update={"run_id": run_id})
+    run(GenerateQAInputs(context=context, chunks_uri=demo_ingest.outputs.chunks_uri, settings=GenerateQASettings(
+        engine=engine, max_chunks=2, pairs_per_chunk=1, unanswerable_per_chunk=1, **settings)))
+    return context
+
+
+def _nothing_published(context: RuntimeContext) -> bool:
+    return not context.store().exists(context.output_uri("generate_qa", "qa"))
+
+
+def test_step_against_an_endpoint_that_always_fails_publishes_nothing(
+        server: MisbehavingServer, demo_ingest: DemoIngest) -> None:
+    with pytest.raises(TooManyFailedRequests, match=r"failed 4 of 4 requests .*HTTP 500 \(InternalServerError\)"):
+        _generate_qa(server, demo_ingest, "500", "always500")
+    assert _nothing_published(demo_ingest.context.model_copy(update={"run_id": "always500"}))
+    assert server.stats()["attempts"]["500:always500"] == 4
+    # Without the cap every request still ends as a rejected pair, and no pair means no dataset.
+    with pytest.raises(NoQAPairs, match=r"'generation_error': 4"):
+        _generate_qa(server, demo_ingest, "500", "always500-uncapped", max_failed_request_fraction=1.0)
+    assert _nothing_published(demo_ingest.context.model_copy(update={"run_id": "always500-uncapped"}))
+
+
+def test_failed_request_fraction_cap_is_configurable(server: MisbehavingServer, demo_ingest: DemoIngest) -> None:
+    # The first request of 4 gets a 500 (25%), the other 3 are answered (with non-JSON: no pair either).
+    with pytest.raises(TooManyFailedRequests, match=r"failed 1 of 4 requests \(25%"):
+        _generate_qa(server, demo_ingest, "fail500x1", "cap20", max_failed_request_fraction=0.2)
+    with pytest.raises(NoQAPairs, match=r"'generation_error': 1, 'invalid_json': 3"):
+        _generate_qa(server, demo_ingest, "fail500x1", "cap30", max_failed_request_fraction=0.3)
+    for run_id in ("cap20", "cap30"):
+        assert _nothing_published(demo_ingest.context.model_copy(update={"run_id": run_id}))
