@@ -1,6 +1,7 @@
 """Seeded train/val/test split by document: every pair of a document lands in the same split."""
 
 import random
+from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
@@ -29,15 +30,32 @@ def split_sizes(n_documents: int, fractions: SplitFractions) -> dict[Split, int]
     return {"train": n_documents - test - val, "val": val, "test": test}
 
 
-def split_documents(doc_ids: Iterable[str], fractions: SplitFractions, seed: int) -> dict[str, Split]:
-    """doc_id -> split; the same documents, fractions and seed always give the same assignment."""
-    documents = sorted(set(doc_ids))  # sorted first: the input order must not matter
+def split_documents(pairs: Iterable[tuple[str, bool]], fractions: SplitFractions, seed: int) -> dict[str, Split]:
+    """doc_id -> split from (doc_id, answerable) per accepted pair; the same pairs, fractions and seed always
+    give the same assignment.
+
+    Stratified by document: each split gets its share of documents, and documents are dealt so that each split
+    also gets close to its share of the unanswerable pairs. A plain shuffle of a small corpus can leave
+    training with almost no refusal examples (seen on the demo: 3 of 11, all from one German document),
+    and then no adapter learns to refuse, whatever the held-out set says."""
+    refusals: Counter[str] = Counter()
+    documents_seen: set[str] = set()
+    for doc_id, answerable in pairs:
+        documents_seen.add(doc_id)
+        refusals[doc_id] += not answerable
+    documents = sorted(documents_seen)  # sorted first: the input order must not matter
     random.Random(seed).shuffle(documents)
-    sizes = split_sizes(len(documents), fractions)
+    documents.sort(key=lambda doc_id: -refusals[doc_id])  # stable: the seeded order among equals
+    room = split_sizes(len(documents), fractions)
+    share = {"train": fractions.train, "val": fractions.val, "test": fractions.test}
+    total_refusals = sum(refusals.values())
+    dealt: Counter[Split] = Counter()
     assignment: dict[str, Split] = {}
-    start = 0
-    for split in ("test", "val", "train"):
-        for doc_id in documents[start:start + sizes[split]]:
-            assignment[doc_id] = split
-        start += sizes[split]
+    for doc_id in documents:
+        open_splits = [split for split in SPLITS if room[split] > 0]
+        # The split furthest below its share of refusals; ties go to the split with the most room left.
+        split = max(open_splits, key=lambda s: (share[s] * total_refusals - dealt[s], room[s]))
+        assignment[doc_id] = split
+        dealt[split] += refusals[doc_id]
+        room[split] -= 1
     return assignment

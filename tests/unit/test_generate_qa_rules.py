@@ -139,13 +139,29 @@ def test_split_sizes_respect_zero_fractions() -> None:
 
 
 def test_split_is_seeded_disjoint_and_order_independent() -> None:
-    docs = [f"doc-{i}" for i in range(12)]
-    first = split_documents(docs, SplitFractions(), seed=7)
-    assert first == split_documents(list(reversed(docs)) + docs[:3], SplitFractions(), seed=7)
-    assert set(first) == set(docs)  # each document in exactly one split (a dict key)
+    pairs = [(f"doc-{i}", True) for i in range(12)]
+    first = split_documents(pairs, SplitFractions(), seed=7)
+    assert first == split_documents(list(reversed(pairs)) + pairs[:3], SplitFractions(), seed=7)
+    assert set(first) == {doc_id for doc_id, _ in pairs}  # each document in exactly one split (a dict key)
     assert sorted(first.values()).count("test") == 1 and sorted(first.values()).count("val") == 1
-    others = [split_documents(docs, SplitFractions(), seed=s) for s in range(8)]
+    others = [split_documents(pairs, SplitFractions(), seed=s) for s in range(8)]
     assert any(other != first for other in others)
+
+
+def test_split_deals_refusals_in_proportion_to_the_shares() -> None:
+    """16 documents, 11 unanswerable pairs in 7 of them (the demo's shape): every seed gives training at
+    least half the refusals and the test split at least 2, while the document counts stay as split_sizes says."""
+    refusals = {0: 3, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1}
+    pairs = [(f"doc-{i}", True) for i in range(16) for _ in range(2)]
+    pairs += [(f"doc-{i}", False) for i, n in refusals.items() for _ in range(n)]
+    fractions = SplitFractions(train=0.6, val=0.1, test=0.3)
+    for seed in range(20):
+        assignment = split_documents(pairs, fractions, seed)
+        dealt = {split: sum(not answerable for doc_id, answerable in pairs if assignment[doc_id] == split)
+                 for split in ("train", "val", "test")}
+        documents = {split: list(assignment.values()).count(split) for split in ("train", "val", "test")}
+        assert documents == split_sizes(16, fractions)
+        assert dealt["train"] >= 6 and dealt["test"] >= 2, (seed, dealt)
 
 
 def test_split_fractions_are_validated() -> None:
