@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from steps.common.engines.base import GenerationResult
+from steps.common.framing import framed
 from steps.generate_qa.chunks import Chunk, spread
 from steps.generate_qa.examples import EXAMPLES, MARKERS
 from steps.generate_qa.filters import Reason
@@ -15,7 +16,6 @@ from steps.generate_qa.prompts import (
     ReplyError,
     Slot,
     build_request,
-    framed,
     parse_reply,
     plan_slots,
     qa_schema,
