@@ -4,8 +4,12 @@
 All problems (schema and residency) are reported together, each naming its key and value.
 """
 
+import json
+import math
+import re
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -13,9 +17,10 @@ from pydantic import BaseModel, Field, ValidationError
 from pipelines.argo.settings import ArgoSettings
 from steps.canary.settings import CanarySettings
 from steps.check_dataset.settings import CheckDatasetSettings
+from steps.common.models import local_model_problem
 from steps.common.registry_settings import RegistrySettings
-from steps.common.residency import ResidencyError, ResidencyPolicy
-from steps.common.storage import StorageSettings
+from steps.common.residency import ResidencyError, ResidencyPolicy, has_scheme
+from steps.common.storage import StorageSettings, local_path
 from steps.finetune.settings import FinetuneSettings
 from steps.generate_qa.settings import GenerateQASettings
 from steps.ingest.settings import IngestSettings
@@ -83,9 +88,12 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None, cwd: Path | None = None
-                ) -> PipelineConfig:
-    """Read YAML, apply `key=value` overrides, resolve relative paths, validate everything at once."""
+def load_config(path: Path | None = None, overrides: list[str] | None = None, cwd: Path | None = None,
+                local_run: bool = False) -> PipelineConfig:
+    """Read YAML, apply `key=value` overrides, resolve relative paths, validate everything at once.
+
+    `local_run`: the config is about to run on this machine, so local paths (the corpus, model folders)
+    must exist here; a cluster config names paths of its pods and is not checked against this machine."""
     path = path or DEFAULT_CONFIG
     source = str(path)
     try:
@@ -97,43 +105,122 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None, cw
     problems = [p for item in overrides or [] if (p := _apply_override(raw, item))]
     _resolve_paths(raw, config_dir=path.parent.resolve(), cwd=(cwd or Path.cwd()).resolve())
     config = None
+    schema_errors: list[Any] = []
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        problems += [_format_error(err) for err in exc.errors()]
+        schema_errors = exc.errors()
+    problems += [f"{_error_key(err)}: {_error_text(err)}" for err in schema_errors]
+    reported = {_error_key(err) for err in schema_errors}
+    problems += [p for key, p in non_finite_problems(raw, PipelineConfig) if key not in reported]
     policy = config.residency if config else _policy_or_default(raw)
     problems += residency_problems(raw, policy)
+    if local_run:
+        problems += local_path_problems(raw)
     if problems or config is None:
         raise ConfigError(source, problems)
     return config
 
 
 def residency_problems(raw: dict[str, Any], policy: ResidencyPolicy) -> list[str]:
-    """Check every region and endpoint anywhere in the (raw) config against the policy."""
+    """Check every region and endpoint anywhere in the (raw) config against the policy.
+
+    Structural: every string in every mapping and list is looked at. A value is a region when the key it
+    sits under names one (`region`, `*_region`, `*_regions`, a node label `.../region`); an endpoint when
+    the key names one (`*url`, `*endpoint`, `*host`, `*dns`, `replicas`), even without a scheme; and any
+    value with a scheme is checked as a URI of that scheme. The policy section itself is validated by its
+    model (EU/EEA regions only)."""
     problems = []
-    for key, value in _leaves(raw):
-        if key.startswith("residency."):
-            continue
-        leaf = key.rsplit(".", 1)[-1]
+    for key, name, value in _strings({k: v for k, v in raw.items() if k != "residency"}):
         try:
-            if isinstance(value, str) and (leaf == "region" or leaf.endswith("_region")):
+            if _names_region(name):
                 policy.check_region(value, key)
-            elif isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
-                policy.check_url(value, key)
-            elif leaf.endswith("regions") and isinstance(value, list):
-                for i, region in enumerate(value):
-                    policy.check_region(str(region), f"{key}[{i}]")
+            elif _names_endpoint(name) and value.strip():
+                policy.check_endpoint(value, key)
+            elif has_scheme(value):
+                policy.check_uri(value, key)
         except ResidencyError as exc:
             problems.append(str(exc))
     return problems
 
 
-def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+_ENDPOINT_WORDS = {"url", "urls", "endpoint", "endpoints", "host", "hosts", "dns", "replicas"}
+
+
+def _names_region(name: str) -> bool:
+    base = name.lower().rsplit("/", 1)[-1]  # node labels: topology.kubernetes.io/region
+    return base in ("region", "regions") or base.endswith(("_region", "_regions", "-region"))
+
+
+def _names_endpoint(name: str) -> bool:
+    # `*_uri` is not here on purpose: a URI without a scheme is a local path (MLflow, storage, backup).
+    return re.split(r"[_\-./]", name.lower())[-1] in _ENDPOINT_WORDS
+
+
+def _strings(node: Any, key: str = "", name: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, name of the key it sits under, value) of every string; list items keep the list's name."""
     if isinstance(node, dict):
-        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}{k}.")]
-    if isinstance(node, list) and not all(isinstance(v, (str, int, float)) for v in node):
-        return [leaf for i, v in enumerate(node) for leaf in _leaves(v, f"{prefix}{i}.")]
-    return [(prefix.rstrip("."), node)]
+        return [leaf for k, v in node.items() for leaf in _strings(v, child_key(key, k), str(k))]
+    if isinstance(node, list):
+        return [leaf for i, v in enumerate(node) for leaf in _strings(v, child_key(key, i), name)]
+    return [(key, name, node)] if isinstance(node, str) else []
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def child_key(parent: str, part: object) -> str:
+    """`a.b`, `a[0]`, and `a["topology.kubernetes.io/region"]` for a mapping key that is not a plain name."""
+    if isinstance(part, int):
+        return f"{parent}[{part}]"
+    text = str(part)
+    if not _PLAIN_KEY.match(text):
+        return f"{parent}[{json.dumps(text)}]"
+    return f"{parent}.{text}" if parent else text
+
+
+def non_finite_problems(raw: Any, annotation: Any, key: str = "") -> list[tuple[str, str]]:
+    """Float settings given inf or nan (`.inf`, `1e999`, `--set x=nan`): pydantic accepts them, and a
+    timeout of inf or a threshold of nan would silently disable what it bounds. Follows the model's field
+    types through the raw mapping, so a string setting that happens to read "inf" is left alone."""
+    if annotation is float:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            return []
+        try:
+            finite = math.isfinite(float(raw))
+        except (ValueError, OverflowError):
+            return []  # not a float at all: pydantic reports it
+        return [] if finite else [(key, f"{key}: must be a finite number (got {raw!r:.80})")]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not isinstance(raw, dict):
+            return []
+        return [p for name, field in annotation.model_fields.items() if name in raw
+                for p in non_finite_problems(raw[name], field.annotation, child_key(key, name))]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        return list(dict.fromkeys(p for arm in args for p in non_finite_problems(raw, arm, key)))
+    if origin is list and isinstance(raw, list):
+        return [p for i, item in enumerate(raw) for p in non_finite_problems(item, args[0], child_key(key, i))]
+    if origin is dict and isinstance(raw, dict):
+        return [p for k, item in raw.items() for p in non_finite_problems(item, args[1], child_key(key, k))]
+    return []
+
+
+def local_path_problems(raw: dict[str, Any]) -> list[str]:
+    """What a run on this machine needs to exist here: the corpus folder and local model folders."""
+    problems = []
+    corpus = raw.get("corpus")
+    if isinstance(corpus, str) and corpus.startswith("file://") and not local_path(corpus).is_dir():
+        problems.append(f"corpus={corpus!r}: no such directory on this machine")
+    models = [("base_model", raw.get("base_model"))]
+    for section, engine in (("generate_qa", "engine"), ("judge", "judge_engine")):
+        settings = (raw.get(section) or {}).get(engine) if isinstance(raw.get(section), dict) else None
+        if isinstance(settings, dict) and settings.get("kind", "transformers") == "transformers":
+            models.append((f"{section}.{engine}.model", settings.get("model")))
+    for key, source in models:
+        if isinstance(source, str) and (problem := local_model_problem(source)):
+            problems.append(f"{key}: {problem}")
+    return problems
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> str | None:
@@ -184,7 +271,13 @@ def _policy_or_default(raw: dict[str, Any]) -> ResidencyPolicy:
         return ResidencyPolicy()
 
 
-def _format_error(err: Any) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+def _error_key(err: Any) -> str:
+    key = ""
+    for part in err["loc"]:
+        key = key + part if part == "[key]" else child_key(key, part)  # "[key]": the mapping key is wrong
+    return key or "(top level)"
+
+
+def _error_text(err: Any) -> str:
     got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.80})"
-    return f"{key}: {err['msg']}{got}"
+    return f"{err['msg']}{got}"

@@ -15,12 +15,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; CONFIG goes before --set)")
 
 
-def load_config_or_exit(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
-    """The validated config, or every problem printed and exit code 2."""
+def load_config_or_exit(args: argparse.Namespace, extra_overrides: list[str] | None = None,
+                        local_run: bool = False) -> Any:
+    """The validated config, or every problem printed and exit code 2. `local_run`: it runs on this
+    machine (`eurolora run`), so its local paths must exist here."""
     from pipelines.config import ConfigError, load_config
 
     try:
-        return load_config(args.config, [*(extra_overrides or []), *args.overrides])
+        return load_config(args.config, [*(extra_overrides or []), *args.overrides], local_run=local_run)
     except ConfigError as exc:
         print(f"eurolora: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

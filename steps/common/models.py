@@ -110,12 +110,23 @@ def resolve_model_dir(source: str, context: RuntimeContext) -> Path:
         return embedded_checkpoint()
     if source.startswith("s3://"):
         return context.store().materialize(source, cache_root() / "s3-models")
-    path = Path(source.removeprefix("file://")).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelSourceError(
-            f"base model {source!r}: expected an HF model folder with config.json, an s3:// URI, or 'embedded'"
-        )
-    return path
+    if problem := local_model_problem(source):
+        raise ModelSourceError(problem)
+    return _local_model_path(source)
+
+
+def local_model_problem(source: str) -> str | None:
+    """Why a local model folder cannot be used (checked at config load too); None for a usable one, the
+    embedded model and S3 URIs (those are checked where they are fetched)."""
+    if source == EMBEDDED or source.startswith("s3://"):
+        return None
+    if (_local_model_path(source) / "config.json").is_file():
+        return None
+    return f"model {source!r}: expected an HF model folder with config.json, an s3:// URI, or 'embedded'"
+
+
+def _local_model_path(source: str) -> Path:
+    return Path(source.removeprefix("file://")).expanduser()
 
 
 def model_digest(source: str, context: RuntimeContext) -> str:

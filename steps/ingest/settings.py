@@ -4,6 +4,8 @@ from typing import Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from steps.common.language import SUPPORTED_LANGUAGES
+
 DEFAULT_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 
 
@@ -30,9 +32,10 @@ class IngestSettings(BaseModel):
     @classmethod
     def _language_codes(cls, value: list[str]) -> list[str]:
         codes = [code.strip().lower() for code in value]
-        bad = [code for code in codes if not (2 <= len(code) <= 5 and code.replace("-", "").isalpha())]
+        bad = [code for code in codes if code not in SUPPORTED_LANGUAGES]
         if bad:
-            raise ValueError(f"not language codes: {bad} (use ISO 639-1 codes such as 'en', 'de')")
+            raise ValueError(f"not language codes language detection knows: {bad} (use ISO 639-1 codes such as "
+                             f"'en', 'de'; known: {', '.join(sorted(SUPPORTED_LANGUAGES))})")
         if len(set(codes)) != len(codes):
             raise ValueError(f"duplicate language codes in {codes}")
         return codes
