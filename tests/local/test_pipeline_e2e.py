@@ -225,9 +225,15 @@ def test_logs_records_and_registry_carry_no_document_text(offline_run: dict) -> 
     first_words = {window.split(" ", 1)[0] for window in windows}
     assert len(windows) > 1000
     allowed = {artifacts / rel for rel in TEXT_ARTIFACTS}
-    # Positive control: the scan finds the text where it is meant to be, escaped JSON included.
-    for rel in ("generate_qa/qa/qa_test.jsonl", "judge/report/items.jsonl"):
-        assert _document_text_in((artifacts / rel).read_text(), windows, first_words), rel
+    # Positive control: the scan finds the text where it is meant to be (the test split carries its
+    # chunks), and in every escaped form a log or record could hold it. The judge's items are not a
+    # control: whether a generated reference repeats eight words verbatim depends on the model.
+    assert _document_text_in((artifacts / "generate_qa/qa/qa_test.jsonl").read_text(), windows, first_words)
+    sample = max(chunks["text"], key=lambda text: sum(not c.isascii() for c in text))
+    assert any(not c.isascii() for c in sample)  # the escapes below are exercised
+    for escaped in (json.dumps({"text": sample}), json.dumps({"text": sample}, ensure_ascii=False),
+                    repr(sample.encode("latin-1", errors="replace"))):
+        assert _document_text_in(escaped, windows, first_words), escaped[:80]
 
     scanned = [p for p in _files_of_the_run(offline_run["work"], run_id) if p not in allowed]
     names = {p.name for p in scanned}
