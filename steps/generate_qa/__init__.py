@@ -59,7 +59,7 @@ def run(inputs: GenerateQAInputs) -> GenerateQAOutputs:
                         f"({len(generated.rejected)} rejected, by reason {dict(sorted(reasons.items()))}); "
                         "raise max_new_tokens or pairs_per_chunk, lower grounding_threshold, or use a "
                         "larger model")
-    assignment = split_documents(((pair.doc_id, pair.answerable) for pair in generated.accepted),
+    assignment = split_documents(((pair.doc_id, pair.language, pair.answerable) for pair in generated.accepted),
                                  settings.split, settings.seed)
     with publishing(context, "generate_qa", "qa") as (directory, uri):
         stats = write_artifact(generated, assignment, len(chunks), directory)

@@ -30,32 +30,39 @@ def split_sizes(n_documents: int, fractions: SplitFractions) -> dict[Split, int]
     return {"train": n_documents - test - val, "val": val, "test": test}
 
 
-def split_documents(pairs: Iterable[tuple[str, bool]], fractions: SplitFractions, seed: int) -> dict[str, Split]:
-    """doc_id -> split from (doc_id, answerable) per accepted pair; the same pairs, fractions and seed always
-    give the same assignment.
+def split_documents(pairs: Iterable[tuple[str, str, bool]], fractions: SplitFractions, seed: int
+                    ) -> dict[str, Split]:
+    """doc_id -> split from (doc_id, language, answerable) per accepted pair; the same pairs, fractions and
+    seed always give the same assignment.
 
     Stratified by document: each split gets its share of documents, and documents are dealt so that each split
-    also gets close to its share of the unanswerable pairs. A plain shuffle of a small corpus can leave
-    training with almost no refusal examples (seen on the demo: 3 of 11, all from one German document),
-    and then no adapter learns to refuse, whatever the held-out set says."""
-    refusals: Counter[str] = Counter()
-    documents_seen: set[str] = set()
-    for doc_id, answerable in pairs:
-        documents_seen.add(doc_id)
-        refusals[doc_id] += not answerable
-    documents = sorted(documents_seen)  # sorted first: the input order must not matter
+    also gets close to its share of the unanswerable pairs of each language, then of all of them. A plain
+    shuffle of a small corpus can leave training with almost no refusal examples (seen on the demo: 3 of 11,
+    all from one German document), and dealing without languages put every French refusal in the test split:
+    an adapter that never saw a French refusal is then tested on three."""
+    refusals: dict[str, Counter[str]] = {}
+    for doc_id, language, answerable in pairs:
+        refusals.setdefault(doc_id, Counter())[language] += not answerable
+    documents = sorted(refusals)  # sorted first: the input order must not matter
     random.Random(seed).shuffle(documents)
-    documents.sort(key=lambda doc_id: -refusals[doc_id])  # stable: the seeded order among equals
+    documents.sort(key=lambda doc_id: -refusals[doc_id].total())  # stable: the seeded order among equals
     room = split_sizes(len(documents), fractions)
     share = {"train": fractions.train, "val": fractions.val, "test": fractions.test}
-    total_refusals = sum(refusals.values())
-    dealt: Counter[Split] = Counter()
+    by_language = sum(refusals.values(), Counter())
+    dealt: dict[Split, Counter[str]] = {split: Counter() for split in SPLITS}
     assignment: dict[str, Split] = {}
     for doc_id in documents:
+        own = refusals[doc_id]
         open_splits = [split for split in SPLITS if room[split] > 0]
-        # The split furthest below its share of refusals; ties go to the split with the most room left.
-        split = max(open_splits, key=lambda s: (share[s] * total_refusals - dealt[s], room[s]))
+
+        def deficit(split: Split) -> tuple[float, float, int]:
+            # Below its share of this document's refusal languages, then of all refusals; then the most room.
+            in_languages = sum(share[split] * by_language[lang] - dealt[split][lang] for lang in own if own[lang])
+            overall = share[split] * by_language.total() - dealt[split].total()
+            return in_languages, overall, room[split]
+
+        split = max(open_splits, key=deficit)
         assignment[doc_id] = split
-        dealt[split] += refusals[doc_id]
+        dealt[split].update(own)
         room[split] -= 1
     return assignment

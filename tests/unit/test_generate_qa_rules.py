@@ -1,5 +1,7 @@
 """generate_qa's deterministic rules: refusals, grounding, the quality filter, the split by document."""
 
+from collections import Counter
+
 import pytest
 
 from steps.generate_qa.filters import QAPair, QualityFilter, Reason, grounding, unknown_to
@@ -139,10 +141,10 @@ def test_split_sizes_respect_zero_fractions() -> None:
 
 
 def test_split_is_seeded_disjoint_and_order_independent() -> None:
-    pairs = [(f"doc-{i}", True) for i in range(12)]
+    pairs = [(f"doc-{i}", "en", True) for i in range(12)]
     first = split_documents(pairs, SplitFractions(), seed=7)
     assert first == split_documents(list(reversed(pairs)) + pairs[:3], SplitFractions(), seed=7)
-    assert set(first) == {doc_id for doc_id, _ in pairs}  # each document in exactly one split (a dict key)
+    assert set(first) == {doc_id for doc_id, _, _ in pairs}  # each document in exactly one split (a dict key)
     assert sorted(first.values()).count("test") == 1 and sorted(first.values()).count("val") == 1
     others = [split_documents(pairs, SplitFractions(), seed=s) for s in range(8)]
     assert any(other != first for other in others)
@@ -152,16 +154,36 @@ def test_split_deals_refusals_in_proportion_to_the_shares() -> None:
     """16 documents, 11 unanswerable pairs in 7 of them (the demo's shape): every seed gives training at
     least half the refusals and the test split at least 2, while the document counts stay as split_sizes says."""
     refusals = {0: 3, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1}
-    pairs = [(f"doc-{i}", True) for i in range(16) for _ in range(2)]
-    pairs += [(f"doc-{i}", False) for i, n in refusals.items() for _ in range(n)]
+    pairs = [(f"doc-{i}", "en", True) for i in range(16) for _ in range(2)]
+    pairs += [(f"doc-{i}", "en", False) for i, n in refusals.items() for _ in range(n)]
     fractions = SplitFractions(train=0.6, val=0.1, test=0.3)
     for seed in range(20):
         assignment = split_documents(pairs, fractions, seed)
-        dealt = {split: sum(not answerable for doc_id, answerable in pairs if assignment[doc_id] == split)
+        dealt = {split: sum(not answerable for doc_id, _, answerable in pairs if assignment[doc_id] == split)
                  for split in ("train", "val", "test")}
         documents = {split: list(assignment.values()).count(split) for split in ("train", "val", "test")}
         assert documents == split_sizes(16, fractions)
         assert dealt["train"] >= 6 and dealt["test"] >= 2, (seed, dealt)
+
+
+def test_split_deals_each_languages_refusals_to_training_and_test() -> None:
+    """The demo's shape: many German refusals, few French ones in three small documents. Dealt by the total
+    alone, every French refusal could land in the test split; dealt per language, training and test each
+    get some French ones, for every seed."""
+    refusals = {("de-0", "de"): 4, ("de-1", "de"): 3, ("de-2", "de"): 3, ("de-3", "de"): 2, ("en-0", "en"): 2,
+                ("en-1", "en"): 2, ("en-2", "en"): 1, ("fr-0", "fr"): 1, ("fr-1", "fr"): 1, ("fr-2", "fr"): 1}
+    documents = {doc_id: language for doc_id, language in refusals}
+    documents |= {f"{language}-{i}": language for language in ("de", "en", "fr") for i in range(4, 8)}
+    pairs = [(doc_id, language, True) for doc_id, language in documents.items() for _ in range(2)]
+    pairs += [(doc_id, language, False) for (doc_id, language), n in refusals.items() for _ in range(n)]
+    fractions = SplitFractions(train=0.6, val=0.1, test=0.3)
+    for seed in range(20):
+        assignment = split_documents(pairs, fractions, seed)
+        dealt = Counter((assignment[doc_id], language) for doc_id, language, answerable in pairs if not answerable)
+        assert all(dealt["train", language] >= 1 and dealt["test", language] >= 1
+                   for language in ("de", "en", "fr")), (seed, dealt)
+        assert dealt["train", "de"] >= dealt["test", "de"], (seed, dealt)
+        assert Counter(assignment.values()) == split_sizes(len(documents), fractions)
 
 
 def test_split_fractions_are_validated() -> None:
