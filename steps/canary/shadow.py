@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from steps.canary.analysis import QualityTally
 from steps.canary.settings import ShadowSettings
 from steps.common.engines.base import Engine
+from steps.generate_qa.refusals import is_refusal
 from steps.judge.dataset import QAItem, load_items
 from steps.judge.evaluate import answer_request
 from steps.judge.verdicts import Verdict, parse_verdict, verdict_request
@@ -49,6 +50,11 @@ def split_batches(n_items: int, batches: int) -> list[range]:
     return [range(k * per, min(n_items, (k + 1) * per)) for k in range(batches)]
 
 
+def _refusal_ok(item: QAItem, answer: str) -> bool:
+    """Refused exactly when the question is unanswerable (the judge step's refusal check)."""
+    return is_refusal(answer, item.language) != item.answerable
+
+
 def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engine, judge: Engine,
                 names: dict[str, str], settings: ShadowSettings,
                 stop: threading.Event | None = None) -> list[ShadowItem]:
@@ -73,10 +79,11 @@ def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engin
     out = []
     n = len(chosen)
     for j, index in enumerate(indices):
-        mine, theirs = verdicts[j], verdicts[n + j]
-        out.append(ShadowItem(batch=batch, index=index, challenger=mine.counted_as("candidate"),
-                              champion=theirs.counted_as("champion"), challenger_error=mine.error,
-                              champion_error=theirs.error))
+        item, mine, theirs = chosen[j], verdicts[j], verdicts[n + j]
+        out.append(ShadowItem(batch=batch, index=index,
+                              challenger=mine.graded("candidate", _refusal_ok(item, answers[j].text)),
+                              champion=theirs.graded("champion", _refusal_ok(item, answers[n + j].text)),
+                              challenger_error=mine.error, champion_error=theirs.error))
     return out
 
 

@@ -75,11 +75,11 @@ def evaluate(items: list[QAItem], generator: Engine, judge: Engine, adapters: di
         recorded = {}
         for role in roles:
             result, verdict = answers[role][index], verdicts[role][index]
+            checks = check_answer(item, result, languages, settings.length)
             recorded[role] = AnswerRecord(
                 text=result.text, finish_reason=result.finish_reason,
-                completion_tokens=result.completion_tokens,
-                checks=check_answer(item, result, languages, settings.length),
-                verdict=verdict, grade=verdict.counted_as(role),
+                completion_tokens=result.completion_tokens, checks=checks,
+                verdict=verdict, grade=verdict.graded(role, checks.refusal_ok),
             )
         records.append(ItemRecord(
             index=index, question=item.question, reference=item.answer, type=item.type,

@@ -64,6 +64,17 @@ class Verdict(BaseModel):
             return self.grade
         return "C" if role == "candidate" else "A"
 
+    def graded(self, role: Role, refusal_ok: bool) -> Grade:
+        """The grade the statistics count, with the rubric's refusal rule decided by the refusal check.
+
+        Answering a question the context cannot answer, or refusing one it does answer, is C by the rubric;
+        whether an answer refuses is decided deterministically (`is_refusal`), so the judge model's grade
+        does not override it: the embedded judge graded refusals of answerable questions A. An unusable
+        verdict stays unusable (`counted_as`): failing closed comes first."""
+        if self.grade is not None and not refusal_ok:
+            return "C"
+        return self.counted_as(role)
+
 
 def _case(item: QAItem) -> str:
     """The item as framed data: a document or a question cannot speak outside its tags."""

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 
 from steps.common.engines.base import GenerationRequest, GenerationResult
+from steps.generate_qa.refusals import REFUSALS
 from steps.judge.dataset import QAItem
 from steps.judge.evaluate import evaluate
 from steps.judge.settings import JudgeSettings
+from steps.judge.verdicts import Verdict
 
 
 class ScriptedEngine:
@@ -77,3 +79,36 @@ def test_evaluate_records_fail_closed_outcomes(tmp_path: Path, monkeypatch: pyte
     assert all(r.adapter is None for r in judged)
     assert progress.read_text() == "18/18"
     assert set(timings) == {"generation", "judging"}
+
+
+class LenientJudge:
+    """Answers with the refusal sentence when the adapter is set, else with a fact; grades everything A."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return [GenerationResult(text='{"verdict": "A", "rationale": "fine"}', finish_reason="stop")
+                if r.json_schema is not None else
+                GenerationResult(text=REFUSALS["en"] if r.adapter else "It is four weeks.", finish_reason="stop")
+                for r in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_refusal_check_decides_the_rubrics_refusal_rule_over_the_judge() -> None:
+    """The candidate refuses everything, the champion answers everything, the judge grades all A: the
+    refusal of the answerable question and the answer to the unanswerable one count as C."""
+    answerable, unanswerable = items()[0], items()[2].model_copy(update={"answerable": False,
+                                                                        "answer": REFUSALS["en"]})
+    engine = LenientJudge()
+    records, _ = evaluate([answerable, unanswerable], engine, engine, {"candidate": "cand", "champion": None},
+                          JudgeSettings())
+    assert all(r.candidate.verdict.grade == r.champion.verdict.grade == "A" for r in records)  # the judge's
+    assert (records[0].candidate.grade, records[0].champion.grade) == ("C", "A")
+    assert (records[1].candidate.grade, records[1].champion.grade) == ("A", "C")
+
+
+def test_an_unusable_verdict_still_fails_closed_whatever_the_refusal_check_says() -> None:
+    unusable = Verdict(grade=None, error="cut off")
+    assert unusable.graded("champion", refusal_ok=False) == "A"  # never helps the candidate
+    assert unusable.graded("candidate", refusal_ok=True) == "C"
+    assert Verdict(grade="B").graded("candidate", refusal_ok=True) == "B"

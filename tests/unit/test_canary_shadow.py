@@ -1,0 +1,35 @@
+"""The canary's shadow grading follows the judge step's rules: the refusal check decides the refusal rule."""
+
+from steps.canary.settings import ShadowSettings
+from steps.canary.shadow import judge_batch
+from steps.common.engines.base import GenerationRequest, GenerationResult
+from steps.generate_qa.refusals import REFUSALS
+from steps.judge.dataset import QAItem
+
+
+class RefusingChallenger:
+    """The challenger adapter refuses everything, the champion answers; the judge grades every answer A."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return [GenerationResult(text='{"verdict": "A", "rationale": "fine"}', finish_reason="stop")
+                if r.json_schema is not None else
+                GenerationResult(text=REFUSALS["en"] if r.adapter == "handbook-v2" else "Four weeks.",
+                                 finish_reason="stop")
+                for r in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def _item(answerable: bool) -> QAItem:
+    return QAItem(question="How long is the notice period?", answer="Four weeks." if answerable else REFUSALS["en"],
+                  type="factual", language="en", chunk_id="c", doc_id="d", answerable=answerable,
+                  context="The notice period is four weeks.")
+
+
+def test_shadow_grades_a_wrong_refusal_and_an_answered_unanswerable_question_c() -> None:
+    engine = RefusingChallenger()
+    items = [_item(answerable=True), _item(answerable=False)]
+    graded = judge_batch(0, range(2), items, engine, engine,
+                         {"challenger": "handbook-v2", "champion": "handbook-v1"}, ShadowSettings())
+    assert [(g.challenger, g.champion) for g in graded] == [("C", "A"), ("A", "C")]
