@@ -1,7 +1,10 @@
 """Local pipeline wall time by step: a cold run with caching off (the baseline), then the same run again
 with caching on and nothing changed. Prints one table; targets: cold <= 10 min, cached <= 5% of cold.
 
-    .venv/bin/python bench/pipeline_local.py [--set key=value ...]
+    .venv/bin/python bench/pipeline_local.py [--work DIR] [--set key=value ...]
+
+With --work the runs stay in DIR (an empty or new folder) for reading their results; by default a temporary
+folder is removed after.
 """
 
 import argparse
@@ -14,11 +17,12 @@ import time
 from pathlib import Path
 
 
-def _run(work: Path, extra: list[str]) -> tuple[float, dict[str, dict]]:
+def _run(work: Path, label: str, extra: list[str]) -> tuple[float, dict[str, dict]]:
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *extra], cwd=work,
                             capture_output=True, text=True, check=False, timeout=3600)
     wall = time.monotonic() - started
+    (work / f"{label}.log").write_text(result.stdout + result.stderr)  # the run's own summary tables
     if result.returncode != 0:
         sys.exit(f"run failed:\n{result.stderr[-3000:]}")
     newest = max((work / "runs").glob("2*/summary.json"))
@@ -38,12 +42,16 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--work", type=Path, help="keep the runs in this folder (must be empty or new)")
     args = parser.parse_args()
     extra = [f"--set={item}" for item in args.overrides]
+    if args.work and args.work.exists() and any(args.work.iterdir()):
+        sys.exit(f"--work {args.work}: not empty (a registry there would make the run compare with its champion)")
     with tempfile.TemporaryDirectory(prefix="eurolora-bench-") as tmp:
-        work = Path(tmp)
-        cold_wall, cold = _run(work, ["--no-cache", *extra])
-        warm_wall, warm = _run(work, extra)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        cold_wall, cold = _run(work, "cold", ["--no-cache", *extra])
+        warm_wall, warm = _run(work, "cached", extra)
     print(machine())
     print(f"{'step':<15}{'cache off (s)':>15}{'cache on (s)':>15}{'status':>12}")
     for name, step in cold.items():
