@@ -3,7 +3,8 @@
 Both answer every test question under identical greedy decoding (candidate = base + new adapter,
 champion = base + the registry champion's adapter, or the bare base model when there is none). Each
 answer gets deterministic checks (checks.py) and a rubric verdict from a self-hosted judge model
-(verdicts.py, fail closed); the gate (gate.py) decides on paired bootstrap intervals. Published:
+(verdicts.py, fail closed; the rubric's refusal rule is decided by the refusal check, `Verdict.graded`);
+the gate (gate.py) decides on paired bootstrap intervals. Published:
 `eval_metrics.json`, the per-item records `items.jsonl` (everything) and `items.csv` (the flat table,
 item_table.py), and the self-contained `report.html`.
 """
