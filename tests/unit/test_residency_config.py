@@ -49,16 +49,23 @@ def _assert_decision(problems: list[str], key: str, value: str, allowed: bool) -
         assert f"{key}={value!r} refused" in problems[0]
 
 
-@pytest.mark.parametrize("field", URL_FIELDS)
-@pytest.mark.parametrize(("url", "allowed"), URL_CASES)
-def test_a_url_field(tmp_path: Path, field: str, url: str, allowed: bool) -> None:
-    _assert_decision(_load(tmp_path, f"{field}={yaml_value(url)}"), field, url, allowed)
+# (field, value, allowed): every URL field with every URL case, every region field with every region case.
+SCALAR_CASES = [(field, url, allowed) for field in URL_FIELDS for url, allowed in URL_CASES] + [
+    (field, region, allowed) for field in ("storage.s3.region", "promote.backup.s3.region")
+    for region, allowed in REGION_CASES]
+# (list field, an allowed first element, the value checked as the second, allowed).
+LIST_CASES = [("canary.replicas", "http://127.0.0.1:8001/v1", url, allowed) for url, allowed in URL_CASES] + [
+    ("argo.node_regions", "eu-central-1", region, allowed) for region, allowed in REGION_CASES]
 
 
-@pytest.mark.parametrize(("url", "allowed"), URL_CASES)
-def test_a_list_of_urls(tmp_path: Path, url: str, allowed: bool) -> None:
-    problems = _load(tmp_path, f"canary.replicas={yaml_value(['http://127.0.0.1:8001/v1', url])}")
-    _assert_decision(problems, "canary.replicas[1]", url, allowed)
+@pytest.mark.parametrize(("field", "value", "allowed"), SCALAR_CASES)
+def test_a_url_or_region_field(tmp_path: Path, field: str, value: str, allowed: bool) -> None:
+    _assert_decision(_load(tmp_path, f"{field}={yaml_value(value)}"), field, value, allowed)
+
+
+@pytest.mark.parametrize(("field", "first", "value", "allowed"), LIST_CASES)
+def test_a_list_of_urls_or_regions(tmp_path: Path, field: str, first: str, value: str, allowed: bool) -> None:
+    _assert_decision(_load(tmp_path, f"{field}={yaml_value([first, value])}"), f"{field}[1]", value, allowed)
 
 
 @pytest.mark.parametrize(("value", "allowed"), BARE_ENDPOINT_CASES)
@@ -66,18 +73,6 @@ def test_a_list_of_urls(tmp_path: Path, url: str, allowed: bool) -> None:
 def test_an_endpoint_without_a_scheme_is_checked_by_its_host(
         tmp_path: Path, field: str, value: str, allowed: bool) -> None:
     _assert_decision(_load(tmp_path, f"{field}={yaml_value(value)}"), field, value, allowed)
-
-
-@pytest.mark.parametrize(("region", "allowed"), REGION_CASES)
-@pytest.mark.parametrize("field", ["storage.s3.region", "promote.backup.s3.region"])
-def test_a_region_field(tmp_path: Path, field: str, region: str, allowed: bool) -> None:
-    _assert_decision(_load(tmp_path, f"{field}={yaml_value(region)}"), field, region, allowed)
-
-
-@pytest.mark.parametrize(("region", "allowed"), REGION_CASES)
-def test_a_list_of_regions(tmp_path: Path, region: str, allowed: bool) -> None:
-    problems = _load(tmp_path, f"argo.node_regions={yaml_value(['eu-central-1', region])}")
-    _assert_decision(problems, "argo.node_regions[1]", region, allowed)
 
 
 @pytest.mark.parametrize("label", ["topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region"])
