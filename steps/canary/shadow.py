@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from steps.canary.analysis import QualityTally
 from steps.canary.settings import ShadowSettings
 from steps.common.engines.base import Engine
-from steps.generate_qa.refusals import is_refusal
+from steps.judge.checks import refusal_ok
 from steps.judge.dataset import QAItem, load_items
 from steps.judge.evaluate import answer_request
 from steps.judge.verdicts import Verdict, parse_verdict, verdict_request
@@ -48,11 +48,6 @@ def sample_items(path: Path, size: int, seed: int) -> list[QAItem]:
 def split_batches(n_items: int, batches: int) -> list[range]:
     per = math.ceil(n_items / batches) if batches else n_items
     return [range(k * per, min(n_items, (k + 1) * per)) for k in range(batches)]
-
-
-def _refusal_ok(item: QAItem, answer: str) -> bool:
-    """Refused exactly when the question is unanswerable (the judge step's refusal check)."""
-    return is_refusal(answer, item.language) != item.answerable
 
 
 def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engine, judge: Engine,
@@ -81,8 +76,8 @@ def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engin
     for j, index in enumerate(indices):
         item, mine, theirs = chosen[j], verdicts[j], verdicts[n + j]
         out.append(ShadowItem(batch=batch, index=index,
-                              challenger=mine.graded("candidate", _refusal_ok(item, answers[j].text)),
-                              champion=theirs.graded("champion", _refusal_ok(item, answers[n + j].text)),
+                              challenger=mine.graded("candidate", refusal_ok(item, answers[j].text)),
+                              champion=theirs.graded("champion", refusal_ok(item, answers[n + j].text)),
                               challenger_error=mine.error, champion_error=theirs.error))
     return out
 

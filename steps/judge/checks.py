@@ -45,6 +45,11 @@ class LanguageChecker:
         return detected == expected, detected
 
 
+def refusal_ok(item: QAItem, text: str) -> bool:
+    """Refused exactly when the question is unanswerable (the rubric's refusal rule)."""
+    return is_refusal(text, item.language) != item.answerable
+
+
 def check_answer(item: QAItem, result: GenerationResult, languages: LanguageChecker,
                  length: LengthBounds) -> AnswerChecks:
     if result.finish_reason == "error":  # no answer at all fails every check
@@ -56,7 +61,7 @@ def check_answer(item: QAItem, result: GenerationResult, languages: LanguageChec
     return AnswerChecks(
         stopped=result.finish_reason == "stop",
         refused=refused,
-        refusal_ok=refused != item.answerable,
+        refusal_ok=refusal_ok(item, text),
         language_ok=language_ok,
         detected_language=detected,
         length_ok=length.min_chars <= len(text) <= length.max_chars(item.answer),
