@@ -86,8 +86,8 @@ def sft_config(settings: FinetuneSettings, run_plan: Plan, output_dir: Path) -> 
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accumulation,
-        activation_checkpointing=settings.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        gradient_checkpointing=settings.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         # trl defaults to bf16 everywhere; bf16 autocast on CPU is slow and changes the numbers.
         bf16=run_plan.device == "cuda",
         use_cpu=run_plan.device == "cpu",

@@ -109,7 +109,7 @@ def test_training_is_deterministic_with_checkpointing_active(embedded_model_dir,
         runs.append(result)
         # The guard saw a decoder layer run in train mode with checkpointing on, under autograd.
         assert result.checkpointing == {"training": True, "checkpointing": True, "grad_enabled": True}
-        assert model.get_base_model().is_activation_checkpointing
+        assert model.get_base_model().is_gradient_checkpointing
     first, second = runs
     assert [s for s, _ in first.loss_curve] == [1, 2]
     assert first.loss_curve == second.loss_curve  # bit-identical losses on CPU with the same seed

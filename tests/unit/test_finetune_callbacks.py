@@ -13,7 +13,7 @@ def tiny_llama(checkpointing: bool, training: bool):
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
     model = LlamaForCausalLM(config)
     if checkpointing:
-        model.activation_checkpointing_enable()
+        model.gradient_checkpointing_enable()
     return model.train(training)
 
 
