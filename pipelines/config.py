@@ -215,7 +215,7 @@ def local_path_problems(raw: dict[str, Any]) -> list[str]:
     models = [("base_model", raw.get("base_model"))]
     for section, engine in (("generate_qa", "engine"), ("judge", "judge_engine")):
         settings = (raw.get(section) or {}).get(engine) if isinstance(raw.get(section), dict) else None
-        if isinstance(settings, dict) and settings.get("kind", "transformers") == "transformers":
+        if isinstance(settings, dict) and settings.get("kind", "transformers") != "openai":  # in-process
             models.append((f"{section}.{engine}.model", settings.get("model")))
     for key, source in models:
         if isinstance(source, str) and (problem := local_model_problem(source)):

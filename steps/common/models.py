@@ -145,9 +145,9 @@ def model_digest(source: str, context: RuntimeContext) -> str:
 
 
 def in_process_models(settings: BaseModel) -> list[str]:
-    """The model sources a step loads itself, found in its settings: each `transformers` engine's model
-    (an `openai` engine names a served model, whose content this machine cannot see)."""
+    """The model sources a step loads itself, found in its settings: each in-process (`transformers`, `vllm`)
+    engine's model (an `openai` engine names a served model, whose content this machine cannot see)."""
     if isinstance(settings, EngineSettings):
-        return [settings.model] if settings.kind == "transformers" else []
+        return [settings.model] if settings.kind != "openai" else []
     return [source for name in type(settings).model_fields
             if isinstance(value := getattr(settings, name), BaseModel) for source in in_process_models(value)]

@@ -24,8 +24,10 @@ def test_file_digest_is_memoised_and_never_stale(tmp_path: Path, monkeypatch: py
     assert file_sha256(weights) == sha256_file(weights) != first
 
 
-def test_in_process_models_are_the_transformers_engines_models() -> None:
+def test_in_process_models_are_the_transformers_and_vllm_engines_models() -> None:
     judge = JudgeSettings(judge_engine=EngineSettings(model="/models/judge"))
     assert sorted(in_process_models(judge)) == ["/models/judge", "embedded"]
+    vllm = JudgeSettings(engine=EngineSettings(kind="vllm", model="/models/base"))
+    assert sorted(in_process_models(vllm)) == ["/models/base", "embedded"]
     served = GenerateQASettings(engine=EngineSettings(kind="openai", model="/ignored"))
     assert in_process_models(served) == []

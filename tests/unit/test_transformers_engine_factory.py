@@ -34,19 +34,21 @@ def test_openai_engine_gets_the_residency_policy(context: RuntimeContext) -> Non
 
 def test_unknown_engine_kind_is_refused_at_config_time() -> None:
     with pytest.raises(ValueError, match="kind"):
-        EngineSettings.model_validate({"kind": "vllm"})
+        EngineSettings.model_validate({"kind": "llamacpp"})
 
 
-def test_transformers_engine_needs_a_model_folder(context: RuntimeContext, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["transformers", "vllm"])
+def test_in_process_engines_need_a_model_folder(kind: str, context: RuntimeContext, tmp_path: Path) -> None:
     from steps.common.models import ModelSourceError
 
     with pytest.raises(ModelSourceError, match="config.json"):
-        make_engine(EngineSettings(model=str(tmp_path / "no-model")), context)
+        make_engine(EngineSettings(kind=kind, model=str(tmp_path / "no-model")), context)
 
 
 def test_imports_stay_light() -> None:
-    code = ("import sys, steps.common.engines, steps.common.engines.transformers_engine, steps.generate_qa, "
-            "steps.generate_qa.generate, steps.generate_qa.artifact; "
-            "print(sorted(m for m in ('torch', 'transformers', 'xgrammar', 'peft') if m in sys.modules))")
+    code = ("import sys, steps.common.engines, steps.common.engines.transformers_engine, "
+            "steps.common.engines.vllm_engine, steps.generate_qa, steps.generate_qa.generate, "
+            "steps.generate_qa.artifact; "
+            "print(sorted(m for m in ('torch', 'transformers', 'xgrammar', 'peft', 'vllm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

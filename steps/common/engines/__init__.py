@@ -13,6 +13,11 @@ def make_engine(settings: EngineSettings, context: RuntimeContext) -> Engine:
         from steps.common.models import resolve_model_dir
 
         return TransformersEngine(settings, resolve_model_dir(settings.model, context))
+    if settings.kind == "vllm":
+        from steps.common.engines.vllm_engine import VLLMEngine
+        from steps.common.models import resolve_model_dir
+
+        return VLLMEngine(settings, resolve_model_dir(settings.model, context), context.scratch())
     from steps.common.engines.openai_engine import OpenAIEngine
 
     return OpenAIEngine(settings.openai, context.residency, temperature=settings.temperature, seed=settings.seed)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps.common.engines.base import EngineSettings, GenerationRequest, GenerationResult
+from steps.common.engines.base import EngineSettings, GenerationRequest, GenerationResult, error_result
+from steps.common.engines.merged_adapters import adapter_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class TransformersEngine:
             try:
                 prompts[index] = self._prepare(request)
             except Exception as exc:  # noqa: BLE001 - one bad request becomes an error result
-                results[index] = _error(exc)
+                results[index] = error_result(exc)
                 continue
             groups[(request.adapter, request.json_schema is not None)].append(index)
 
@@ -109,11 +110,9 @@ class TransformersEngine:
 
     def _adapter_name(self, adapter: str) -> str:
         """Load a LoRA adapter folder once; peft keeps every loaded adapter and switches by name."""
-        folder = str(Path(adapter.removeprefix("file://")).expanduser().resolve())
+        folder = str(adapter_folder(adapter))
         if folder in self._adapters:
             return self._adapters[folder]
-        if not (Path(folder) / "adapter_config.json").is_file():
-            raise ValueError(f"adapter {adapter!r} is not a local LoRA adapter folder (no adapter_config.json)")
         name = "a" + hashlib.sha256(folder.encode()).hexdigest()[:12]
         if not self._adapters:
             from peft import PeftModel
@@ -151,7 +150,7 @@ class TransformersEngine:
                                         batch, on_token)
         except Exception as exc:  # noqa: BLE001
             if len(batch) == 1:
-                return [_error(exc)]
+                return [error_result(exc)]
             log.warning("transformers engine: batch of %d failed (%s); retrying one by one",
                         len(batch), type(exc).__name__)
             return [self._generate_isolated(adapter, [i], requests, prompts)[0] for i in batch]
@@ -236,6 +235,3 @@ class _TokenStreamer:
     def end(self) -> None:
         pass
 
-
-def _error(exc: Exception) -> GenerationResult:
-    return GenerationResult(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")
