@@ -17,7 +17,7 @@ from pipelines.spec import FromConfig, Node
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("steps", "pipelines")
 ENGINE_DISPATCH = ("steps.common.engines", "make_engine")
-ENGINE_MODULES = {"transformers": "steps.common.engines.transformers_engine",
+ENGINE_MODULES = {"transformers": "steps.common.engines.transformers_engine", "vllm": "steps.common.engines.vllm_engine",
                   "openai": "steps.common.engines.openai_engine"}
 
 

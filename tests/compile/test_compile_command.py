@@ -97,9 +97,9 @@ def test_loopback_endpoints_are_refused_for_a_cluster(example_config, key, value
 
 
 def test_unused_engine_endpoint_is_not_an_endpoint(example_config):
-    """The judge's candidate engine runs in-process (transformers): its openai defaults (127.0.0.1) are
+    """The judge's candidate engine runs in-process (vllm): its openai defaults (127.0.0.1) are
     never called, so they are neither refused nor given an egress rule."""
-    assert example_config.judge.engine.kind == "transformers"
+    assert example_config.judge.engine.kind == "vllm"
     assert example_config.judge.engine.openai.base_url.startswith("http://127.0.0.1")
     compile_pipeline(example_config, fake_pipeline())
 

@@ -7,11 +7,19 @@ from pipelines.config import ConfigError, load_config
 from steps.common.engines.base import VLLM_LORA_RANKS, EngineSettings, VLLMSettings
 
 
-def test_defaults_evaluate_one_adapter_merged_with_a_small_cpu_kv_cache() -> None:
+def test_defaults_merge_adapters_on_cpu_and_use_lora_on_a_gpu() -> None:
     settings = EngineSettings.model_validate({"kind": "vllm"})
-    assert settings.vllm.adapter_mode == "merged"
+    assert settings.vllm.adapter_mode == "auto"
+    assert settings.vllm.resolved_adapter_mode(gpu=False) == "merged"
+    assert settings.vllm.resolved_adapter_mode(gpu=True) == "lora"
     assert settings.vllm.cpu_kv_cache_gib == 1
     assert settings.vllm.max_lora_rank in VLLM_LORA_RANKS
+
+
+@pytest.mark.parametrize("mode", ["lora", "merged"])
+def test_an_explicit_adapter_mode_holds_on_any_device(mode: str) -> None:
+    settings = VLLMSettings(adapter_mode=mode)
+    assert settings.resolved_adapter_mode(gpu=False) == settings.resolved_adapter_mode(gpu=True) == mode
 
 
 @pytest.mark.parametrize("rank", [1, 8, 16, 64, 512])
@@ -21,7 +29,7 @@ def test_ranks_vllm_accepts_are_accepted(rank: int) -> None:
 
 @pytest.mark.parametrize("field, value, message", [
     ("max_lora_rank", 12, "vLLM accepts one of [1, 8, 16, 32, 64, 128, 256, 320, 512]"),
-    ("adapter_mode", "fused", "'lora' or 'merged'"),
+    ("adapter_mode", "fused", "'auto', 'lora' or 'merged'"),
     ("cpu_kv_cache_gib", 0, "greater than or equal to 1"),
     ("cpu_kv_cache_gib", 1.5, "valid integer"),
     ("gpu_memory_utilization", 1.5, "less than or equal to 1"),

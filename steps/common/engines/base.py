@@ -1,8 +1,12 @@
 """The one small interface every generation engine implements (transformers, vllm, openai)."""
 
+import logging
+import time
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
+
+log = logging.getLogger(__name__)
 
 
 class OpenAISettings(BaseModel):
@@ -30,9 +34,10 @@ class VLLMSettings(BaseModel):
     model_config = {"extra": "forbid"}
     max_model_len: int = Field(2048, ge=64, le=131072)  # prompt + new tokens of one request
     # "merged": each adapter is merged into a copy of the base checkpoint (peft merge_and_unload) and run
-    # as a plain model: ~10x faster than vLLM's CPU LoRA path and the same greedy answers, one model at a
-    # time. "lora": adapters through LoRARequest on one engine, for many adapters per call.
-    adapter_mode: Literal["lora", "merged"] = "merged"
+    # as a plain model, one model at a time (a restart per switch): on CPU ~10x faster than vLLM's LoRA
+    # path, with the same greedy answers. "lora": adapters through LoRARequest on one engine, many per
+    # call (vLLM's GPU LoRA kernels cost little). "auto": merged on CPU, lora on a GPU.
+    adapter_mode: Literal["auto", "lora", "merged"] = "auto"
     max_lora_rank: int = 16  # adapters of a higher rank are refused (lora mode)
     max_loras: int = Field(2, ge=1, le=64)  # adapters in one batch (lora mode)
     # KV cache on CPU, whole GiB (what VLLM_CPU_KVCACHE_SPACE sets); on a GPU gpu_memory_utilization rules.
@@ -43,6 +48,11 @@ class VLLMSettings(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": the checkpoint's own
     # The engine process must be ready (model loaded, KV cache allocated) within this, or the start fails.
     start_timeout_s: float = Field(600.0, ge=1)
+
+    def resolved_adapter_mode(self, gpu: bool) -> Literal["lora", "merged"]:
+        if self.adapter_mode == "auto":
+            return "lora" if gpu else "merged"
+        return self.adapter_mode
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -83,6 +93,16 @@ class GenerationResult(BaseModel):
     # time.perf_counter() when the request's first token was generated, where the engine sees it
     # (in a batch: after the prefill of the whole batch); None when unknown.
     first_token_at: float | None = None
+
+
+def completed(engine: str, results: list[GenerationResult | None], started: float) -> list[GenerationResult]:
+    """A generate call's results, one per request in order, logged as counts and time (never text)."""
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results), "every request gets exactly one result"
+    log.info("%s engine: %d requests, %d errors, %d completion tokens in %.1fs", engine, len(done),
+             sum(r.finish_reason == "error" for r in done), sum(r.completion_tokens for r in done),
+             time.perf_counter() - started)
+    return done
 
 
 def error_result(exc: BaseException) -> GenerationResult:

@@ -14,7 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps.common.engines.base import EngineSettings, GenerationRequest, GenerationResult, error_result
+from steps.common.engines.base import (
+    EngineSettings,
+    GenerationRequest,
+    GenerationResult,
+    completed,
+    error_result,
+)
 from steps.common.engines.merged_adapters import adapter_folder
 
 log = logging.getLogger(__name__)
@@ -82,12 +88,7 @@ class TransformersEngine:
                                                                         on_token)):
                     results[index] = result
 
-        done = [r for r in results if r is not None]
-        assert len(done) == len(requests), "every request gets exactly one result"
-        log.info("transformers engine: %d requests, %d errors, %d completion tokens in %.1fs",
-                 len(done), sum(r.finish_reason == "error" for r in done),
-                 sum(r.completion_tokens for r in done), time.perf_counter() - started)
-        return done
+        return completed("transformers", results, started)
 
     def close(self) -> None:
         self.model = None

@@ -5,7 +5,8 @@
   engine), with the same schemas as the other engines.
 - Adapters: `adapter_mode: lora` sends each adapter folder as a `LoRARequest` to one engine;
   `adapter_mode: merged` merges each adapter into a checkpoint of its own and runs it as a plain model,
-  one model at a time (an engine restart per switch, so callers send one adapter's requests together).
+  one model at a time (an engine restart per switch, so callers send one adapter's requests together);
+  `auto` is merged on CPU (where vLLM's LoRA path is slow) and lora on a GPU.
 - Requests vLLM would refuse (prompt + max_new_tokens beyond max_model_len, a missing adapter, a rank
   above max_lora_rank) become error results before anything is sent; if a batch still fails, its
   requests are retried one by one so that only the culprit errors. A dead engine raises.
@@ -27,7 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steps.common.engines.base import EngineSettings, GenerationRequest, GenerationResult, error_result
+from steps.common.engines.base import (
+    EngineSettings,
+    GenerationRequest,
+    GenerationResult,
+    completed,
+    error_result,
+)
 from steps.common.engines.merged_adapters import MergedAdapters, adapter_folder, adapter_rank
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,8 @@ class VLLMEngine:
         self._threads = torch.get_num_threads()
         # The prompt-length check happens here, before vLLM sees a request (same tokenizer as the engine).
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self._merged = MergedAdapters(model_dir, scratch) if self._options.adapter_mode == "merged" else None
+        merged = self._options.resolved_adapter_mode(gpu=torch.cuda.is_available()) == "merged"
+        self._merged = MergedAdapters(model_dir, scratch) if merged else None
         self._llm: Any = None
         self._loaded: Path | None = _BASE  # the model key the running engine serves (merged mode)
         self._lora_ids: dict[Path, int] = {}
@@ -77,12 +85,7 @@ class VLLMEngine:
                 continue
             for index, result in zip(indices, self._run_isolated([requests[i] for i in indices])):
                 results[index] = result
-        done = [r for r in results if r is not None]
-        assert len(done) == len(requests), "every request gets exactly one result"
-        log.info("vllm engine: %d requests, %d errors, %d completion tokens in %.1fs",
-                 len(done), sum(r.finish_reason == "error" for r in done),
-                 sum(r.completion_tokens for r in done), time.perf_counter() - started)
-        return done
+        return completed("vllm", results, started)
 
     def close(self) -> None:
         self._stop()
