@@ -104,19 +104,6 @@ def test_bad_requests_become_error_results_and_spare_the_rest(engine: Transforme
     assert results[1].text == alone[0].text
 
 
-@pytest.fixture(scope="module")
-def random_adapter(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter with random (not zero) B matrices, so it really changes the model's outputs."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, local_files_only=True)
-    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    target = tmp_path_factory.mktemp("adapter")
-    get_peft_model(base, config).save_pretrained(target)
-    return target
-
-
 def test_adapter_requests_differ_from_base_in_the_same_call(engine: TransformersEngine, random_adapter: Path,
                                                             alone: list[GenerationResult]) -> None:
     requests = [ask(PROMPTS[0], adapter=str(random_adapter)), ask(PROMPTS[0]),
