@@ -45,11 +45,21 @@ def _normalise_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
+# A DNS label (letters, digits, hyphens inside; 1-63 characters) as resolvers and HTTP clients agree on it.
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def is_dns_name(host: str) -> bool:
+    """Every label a valid DNS label: no backslash, percent sign, underscore or space that one URL parser
+    keeps in the host while another (WHATWG: browsers, some HTTP clients) splits the URL there."""
+    return all(_DNS_LABEL.match(label) for label in _normalise_host(host).split("."))
+
+
 def host_matches(host: str, pattern: str) -> bool:
     """Exact host, or `*.suffix` matching whole DNS labels (`*.example.eu` matches `a.example.eu`)."""
     host, pattern = _normalise_host(host), _normalise_host(pattern)
     if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1 and is_dns_name(host)
     return host == pattern
 
 
@@ -136,6 +146,8 @@ class ResidencyPolicy(BaseModel):
     def _check_host(self, host: str, key: str, value: str) -> None:
         if not host:
             raise ResidencyError(key, value, "the URL has no host")
+        if not (_is_ip(host) or is_dns_name(host)):
+            raise ResidencyError(key, value, f"host {host!r} has characters no DNS name allows")
         if not any(host_matches(host, pattern) for pattern in self.allowed_hosts):
             raise ResidencyError(key, value, f"host {host!r} is not in residency.allowed_hosts")
         if _is_ip(host) and not any(_normalise_host(p) == host for p in self.allowed_hosts):
