@@ -246,6 +246,10 @@ class ArtifactStore:
     @staticmethod
     def _publish_file(local_dir: Path, target: Path, manifest: Manifest) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
+        # An artifact's place belongs to one step execution of one run: what staging it finds there was left
+        # by an earlier attempt that was killed mid-publish, never by a publish still running.
+        for leftover in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
         shutil.copytree(local_dir, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
         _atomic_write_bytes(staging / MANIFEST_NAME, manifest.model_dump_json(indent=1).encode())
@@ -323,6 +327,7 @@ class ArtifactStore:
         staging = f"{prefix}.staging-{uuid.uuid4().hex}/"
         # Hide any earlier version first: without its manifest it is no longer readable.
         client.delete_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)
+        self._delete_killed_staging(bucket, prefix)
         try:
             for rel in manifest.files:
                 client.upload_file(str(local_dir / rel), bucket, staging + rel, Config=self._transfer_config())
@@ -334,6 +339,15 @@ class ArtifactStore:
         finally:
             for rel in manifest.files:
                 client.delete_object(Bucket=bucket, Key=staging + rel)
+
+    def _delete_killed_staging(self, bucket: str, prefix: str) -> None:
+        """Staging objects under this artifact's prefix: left by an earlier attempt killed mid-publish (the
+        artifact's place belongs to one step execution of one run, so no publish of it is still running)."""
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}.staging-"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
     def _download(self, uri: str, target: Path) -> None:
         bucket, key = _split_s3(uri)

@@ -24,6 +24,22 @@ def _store(endpoint: str, bucket: str, threshold_mb: int = 5) -> ArtifactStore:
     return ArtifactStore(settings, ResidencyPolicy())
 
 
+def test_a_killed_publishs_staging_objects_are_removed_by_the_next_publish(moto_server: str, s3_bucket: str,
+                                                                          tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    prefix = "eurolora/runs/r1/generate_qa/qa/"
+    # A publish SIGKILLed after uploading to staging leaves these; a neighbour's staging is not ours.
+    client.put_object(Bucket=s3_bucket, Key=prefix + ".staging-dead/qa_train.jsonl", Body=b"half")
+    client.put_object(Bucket=s3_bucket, Key="eurolora/runs/r1/ingest/chunks/.staging-beef/c", Body=b"x")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "qa_train.jsonl").write_text("{}")
+    _store(moto_server, s3_bucket).publish_dir(src, f"s3://{s3_bucket}/{prefix}")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == ["eurolora/runs/r1/generate_qa/qa/MANIFEST.json", "eurolora/runs/r1/generate_qa/qa/qa_train.jsonl",
+                    "eurolora/runs/r1/ingest/chunks/.staging-beef/c"]
+
+
 def test_s3_publish_materialize_with_multipart(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
