@@ -7,23 +7,19 @@ manifest exists and whose files match it, so a step that crashed mid-write is ne
 
 import functools
 import hashlib
-import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from steps.common.errors import TransientError
+from steps.common.manifest import MANIFEST_NAME, Manifest, build_manifest, sha256_file
 from steps.common.residency import ResidencyError, ResidencyPolicy
-
-MANIFEST_NAME = "MANIFEST.json"
-_CHUNK = 1024 * 1024
 
 
 class StorageError(RuntimeError):
@@ -62,34 +58,6 @@ class StorageSettings(BaseModel):
     model_config = {"extra": "forbid"}
     artifact_root: str = Field(..., description="file:///abs/path or s3://bucket/prefix")
     s3: S3Settings = Field(default_factory=S3Settings)
-
-
-class Manifest(BaseModel):
-    files: dict[str, dict[str, Any]]  # relative path -> {"sha256": ..., "size": ...}
-    created_at: float
-
-    @property
-    def digest(self) -> str:
-        """Content digest of the whole artifact (independent of where it is stored)."""
-        canonical = json.dumps({k: v["sha256"] for k, v in sorted(self.files.items())}, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_manifest(local_dir: Path) -> Manifest:
-    files = {
-        str(path.relative_to(local_dir)): {"sha256": sha256_file(path), "size": path.stat().st_size}
-        for path in sorted(local_dir.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
-    }
-    return Manifest(files=files, created_at=time.time())
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -165,7 +133,10 @@ class ArtifactStore:
         if raw is None:
             raise ArtifactNotFound(f"no published artifact at {uri} (no {MANIFEST_NAME}: never published, "
                                    "or its step failed before publishing)")
-        return Manifest.model_validate_json(raw)
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptArtifact(f"{uri}: {MANIFEST_NAME} is not a valid manifest: {exc}") from None
 
     def exists(self, uri: str) -> bool:
         try:
