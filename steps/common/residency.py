@@ -92,6 +92,16 @@ class ResidencyPolicy(BaseModel):
     def _region_allowed(self, region: str) -> bool:
         return region.strip().lower() in {r.lower() for r in self.allowed_regions}
 
+    def check_arn(self, arn: str, key: str) -> None:
+        """An AWS resource name that lives in a region (a KMS key, an access point) must live in an allowed
+        one: data encrypted with a key in us-east-1 depends on a service outside the EU for every read."""
+        fields = arn.strip().split(":", 5)
+        if len(fields) < 6 or fields[0].lower() != "arn":
+            raise ResidencyError(key, arn, "not an ARN (arn:partition:service:region:account:resource)")
+        service, region = fields[2].lower(), fields[3]
+        if (region or service == "kms") and not self._region_allowed(region):
+            raise ResidencyError(key, arn, f"a {service} resource outside residency.allowed_regions")
+
     def check_url(self, url: str, key: str) -> None:
         """Refuse any http(s) URL whose host is not allowed, whatever tricks the string plays."""
         parts = _split(url, key)

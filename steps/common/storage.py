@@ -52,6 +52,9 @@ class S3Settings(BaseModel):
     read_timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
     multipart_threshold_mb: int = Field(64, ge=5)
+    # A customer-managed KMS key (its key ARN, in an allowed region): every write asks for SSE-KMS with it
+    # and every read of an artifact checks that S3 stored the object with it. None: the bucket's default.
+    kms_key_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 
 
 class StorageSettings(BaseModel):
@@ -179,7 +182,7 @@ class ArtifactStore:
         paths = []
         for key in self._list_keys(bucket, prefix):
             target = dest / key[len(prefix):]
-            self._download(f"s3://{bucket}/{key}", target)
+            self._download(f"s3://{bucket}/{key}", target, ours=False)
             paths.append(target)
         return sorted(paths)
 
@@ -195,7 +198,7 @@ class ArtifactStore:
         """Write one small object atomically (temporary name, then rename; S3 PUT is atomic)."""
         if uri.startswith("s3://"):
             bucket, key = _split_s3(uri)
-            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data, **self.encryption_args())
         else:
             _atomic_write_bytes(local_path(uri), data)
 
@@ -246,6 +249,8 @@ class ArtifactStore:
             self.residency.check_region(s3.region, "storage.s3.region")
             if s3.endpoint_url:
                 self.residency.check_url(s3.endpoint_url, "storage.s3.endpoint_url")
+            if s3.kms_key_arn:
+                self.residency.check_arn(s3.kms_key_arn, "storage.s3.kms_key_arn")
             config = Config(
                 region_name=s3.region,
                 connect_timeout=s3.connect_timeout_s,
@@ -301,12 +306,13 @@ class ArtifactStore:
         self._delete_killed_staging(bucket, prefix)
         try:
             for rel in manifest.files:
-                client.upload_file(str(local_dir / rel), bucket, staging + rel, Config=self._transfer_config())
+                client.upload_file(str(local_dir / rel), bucket, staging + rel, ExtraArgs=self.encryption_args(),
+                                   Config=self._transfer_config())
             for rel in manifest.files:
                 client.copy({"Bucket": bucket, "Key": staging + rel}, bucket, prefix + rel,
-                             Config=self._transfer_config())
+                            ExtraArgs=self.encryption_args(), Config=self._transfer_config())
             client.put_object(Bucket=bucket, Key=prefix + MANIFEST_NAME,
-                              Body=manifest.model_dump_json(indent=1).encode())
+                              Body=manifest.model_dump_json(indent=1).encode(), **self.encryption_args())
         finally:
             for rel in manifest.files:
                 client.delete_object(Bucket=bucket, Key=staging + rel)
@@ -320,8 +326,22 @@ class ArtifactStore:
             if keys:
                 self._s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
-    def _download(self, uri: str, target: Path) -> None:
+    def encryption_args(self) -> dict[str, str]:
+        """What every PUT, upload and copy adds: SSE-KMS with the configured key (nothing when unset)."""
+        key = self.settings.s3.kms_key_arn
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key} if key else {}
+
+    def check_encryption(self, response: dict[str, Any], uri: str) -> None:
+        """Refuse an object that S3 did not store under the configured KMS key (a HEAD or GET response)."""
+        key = self.settings.s3.kms_key_arn
+        if key and (response.get("ServerSideEncryption") != "aws:kms" or response.get("SSEKMSKeyId") != key):
+            raise StorageError(f"{uri} is not encrypted with the configured KMS key {key} (S3 reports "
+                               f"{response.get('ServerSideEncryption')!r} with key {response.get('SSEKMSKeyId')!r})")
+
+    def _download(self, uri: str, target: Path, *, ours: bool = True) -> None:
         bucket, key = _split_s3(uri)
+        if ours:  # an artifact we wrote; a corpus is the user's upload, under whatever key they chose
+            self.check_encryption(self._s3().head_object(Bucket=bucket, Key=key), uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._s3().download_file(bucket, key, str(target), Config=self._transfer_config())
 
@@ -341,11 +361,13 @@ class ArtifactStore:
 
             bucket, key = _split_s3(uri)
             try:
-                return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+                response = self._s3().get_object(Bucket=bucket, Key=key)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
                 raise
+            self.check_encryption(response, uri)
+            return response["Body"].read()
         path = local_path(uri)
         return path.read_bytes() if path.is_file() else None
 
