@@ -20,6 +20,7 @@ from steps.check_dataset.settings import CheckDatasetSettings
 from steps.common.models import local_model_problem
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy, has_scheme
+from steps.common.retention import RetentionSettings
 from steps.common.storage import StorageSettings, local_path
 from steps.finetune.settings import FinetuneSettings
 from steps.generate_qa.settings import GenerateQASettings
@@ -71,6 +72,7 @@ class PipelineConfig(BaseModel):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     argo: ArgoSettings = Field(default_factory=ArgoSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     def get(self, dotted: str) -> Any:
         """The value at a dotted path (`judge.judge_engine.model`)."""

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from steps.common.errors import TransientError
 from steps.common.manifest import MANIFEST_NAME, Manifest, build_manifest, sha256_file
 from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.retention import RETENTION_TAG, retention_class
 
 
 class StorageError(RuntimeError):
@@ -198,7 +199,7 @@ class ArtifactStore:
         """Write one small object atomically (temporary name, then rename; S3 PUT is atomic)."""
         if uri.startswith("s3://"):
             bucket, key = _split_s3(uri)
-            self._s3().put_object(Bucket=bucket, Key=key, Body=data, **self.encryption_args())
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data, **self.write_args(uri))
         else:
             _atomic_write_bytes(local_path(uri), data)
 
@@ -306,13 +307,14 @@ class ArtifactStore:
         self._delete_killed_staging(bucket, prefix)
         try:
             for rel in manifest.files:
-                client.upload_file(str(local_dir / rel), bucket, staging + rel, ExtraArgs=self.encryption_args(),
+                client.upload_file(str(local_dir / rel), bucket, staging + rel, ExtraArgs=self.write_args(uri),
                                    Config=self._transfer_config())
             for rel in manifest.files:
                 client.copy({"Bucket": bucket, "Key": staging + rel}, bucket, prefix + rel,
-                            ExtraArgs=self.encryption_args(), Config=self._transfer_config())
+                            ExtraArgs={**self.write_args(uri), "TaggingDirective": "REPLACE"},
+                            Config=self._transfer_config())
             client.put_object(Bucket=bucket, Key=prefix + MANIFEST_NAME,
-                              Body=manifest.model_dump_json(indent=1).encode(), **self.encryption_args())
+                              Body=manifest.model_dump_json(indent=1).encode(), **self.write_args(uri))
         finally:
             for rel in manifest.files:
                 client.delete_object(Bucket=bucket, Key=staging + rel)
@@ -326,10 +328,16 @@ class ArtifactStore:
             if keys:
                 self._s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
-    def encryption_args(self) -> dict[str, str]:
-        """What every PUT, upload and copy adds: SSE-KMS with the configured key (nothing when unset)."""
-        key = self.settings.s3.kms_key_arn
-        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key} if key else {}
+    def write_args(self, uri: str) -> dict[str, str]:
+        """What every PUT, upload and copy under `uri` adds: SSE-KMS with the configured key, and the
+        retention class of a run's artifact as a tag (lifecycle rules filter on it)."""
+        args: dict[str, str] = {}
+        if key := self.settings.s3.kms_key_arn:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+        root = self.settings.artifact_root.rstrip("/") + "/"
+        if uri.startswith(root) and (cls := retention_class(uri[len(root):])):
+            args["Tagging"] = f"{RETENTION_TAG}={cls}"
+        return args
 
     def check_encryption(self, response: dict[str, Any], uri: str) -> None:
         """Refuse an object that S3 did not store under the configured KMS key (a HEAD or GET response)."""
