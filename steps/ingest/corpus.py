@@ -92,6 +92,7 @@ class CorpusIngester:
             return
         stats = self.result.stats
         stats.documents_by_format[document.format] += 1
+        stats.documents_by_encoding[document.encoding] += 1
         # A document counts under the language most of its kept chunks are in (the first such on a tie).
         languages = Counter(row.language for row in rows)
         stats.documents_by_language[max(languages, key=languages.__getitem__)] += 1

@@ -13,6 +13,7 @@ class IngestStats:
     files_by_format: Counter[str] = field(default_factory=Counter)
     documents_by_format: Counter[str] = field(default_factory=Counter)
     documents_by_language: Counter[str] = field(default_factory=Counter)
+    documents_by_encoding: Counter[str] = field(default_factory=Counter)  # text files not in UTF-8 show here
     chunks_by_language: Counter[str] = field(default_factory=Counter)
     chunks: int = 0
     tokens: int = 0
@@ -34,6 +35,7 @@ class IngestStats:
             "documents": self.documents,
             "documents_by_format": dict(self.documents_by_format),
             "documents_by_language": dict(self.documents_by_language),
+            "documents_by_encoding": dict(self.documents_by_encoding),
             "chunks": self.chunks,
             "chunks_by_language": dict(self.chunks_by_language),
             "tokens": self.tokens,
