@@ -65,6 +65,17 @@ def safe_detail(exc: BaseException) -> str:
     return f"{type(exc).__name__} while reading (message withheld: it may quote the document)"
 
 
+# Editors' backup, swap and lock files: copies of a document or no document at all.
+_EDITOR_LEFTOVERS = re.compile(r"(~|\.sw[a-p]|\.bak|\.orig)$|^#.*#$", re.IGNORECASE)
+
+
+def not_a_document(rel: str) -> bool:
+    """Hidden files and folders (`.git/`, `.DS_Store`, an editor's `.#lock`) and editor leftovers
+    (`notes.md~`, `.notes.md.swp`, `#notes.md#`): skipped and counted, not quarantined as bad documents."""
+    parts = rel.split("/")
+    return any(part.startswith(".") for part in parts) or bool(_EDITOR_LEFTOVERS.search(parts[-1]))
+
+
 def file_format(path: Path) -> str:
     """The format its extension claims (for counting files; the content may still say otherwise)."""
     return FORMATS.get(path.suffix.lower(), "other")
