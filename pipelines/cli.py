@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "pipelines.serve.command",
     "pipelines.restore_command",
     "pipelines.retention_command",
+    "pipelines.ui_command",
 )
 
 
