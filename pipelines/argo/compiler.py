@@ -45,7 +45,7 @@ def compile_pipeline(config: PipelineConfig, pipeline: Pipeline | None = None) -
     problems = cluster_problems(config)
     if problems:
         raise CompileError(problems)
-    build = new_build(config, pipeline or build_pipeline())
+    build = new_build(config, (pipeline or build_pipeline()).placed(config))
     template = objects.workflow_template(build)
     name = template["metadata"]["name"]
     return CompiledPipeline(
