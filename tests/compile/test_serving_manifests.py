@@ -24,7 +24,8 @@ from steps.finetune.settings import LoraProfile
 K8S_VERSION = "1.31"
 SERVING = Path(__file__).resolve().parents[2] / "manifests" / "serving"
 CUSTOM = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("inference.networking.k8s.io/v1", "InferencePool"),
-          (REWRITE_API, "InferenceModelRewrite"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+          (REWRITE_API, "InferenceModelRewrite"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+          ("monitoring.coreos.com/v1", "PrometheusRule")}
 SECRETISH = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -82,7 +83,7 @@ def test_builtin_kinds_validate_strictly_and_custom_ones_are_known() -> None:
         seen.add(doc["kind"])
     assert {"Namespace", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "InferencePool",
             "InferenceModelRewrite", "HTTPRoute", "Role", "RoleBinding", "NetworkPolicy", "ClusterRole",
-            "ClusterRoleBinding", "ServiceAccount", "Secret"} <= seen
+            "ClusterRoleBinding", "ServiceAccount", "Secret", "PrometheusRule"} <= seen
 
 
 def test_strict_validation_catches_a_misspelled_field() -> None:
@@ -211,6 +212,25 @@ def test_services_and_scraping_select_the_vllm_pods() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
     assert int(endpoint["interval"].rstrip("s")) < CanarySettings().metrics.scrape_settle_s
+
+
+def test_prometheus_rule_fields() -> None:
+    """The PrometheusRule's shape as the Operator's CRD has it (promtool checks the rules themselves:
+    tests/compile/test_prometheus_rules.py)."""
+    rule = _one("PrometheusRule", "vllm")
+    assert set(rule["spec"]) == {"groups"}
+    groups = rule["spec"]["groups"]
+    assert len({g["name"] for g in groups}) == len(groups)
+    for group in groups:
+        assert set(group) <= {"name", "interval", "rules"} and group["rules"], group["name"]
+        for entry in group["rules"]:
+            assert ("record" in entry) != ("alert" in entry) and isinstance(entry["expr"], str), entry
+            if "alert" in entry:
+                assert set(entry) == {"alert", "expr", "for", "labels", "annotations"}, entry["alert"]
+                assert entry["labels"]["severity"] in ("warning", "critical") and entry["annotations"]["summary"]
+            else:
+                assert set(entry) == {"record", "expr"} and re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+",
+                                                                         entry["record"]), entry
 
 
 def _served_names(container: dict[str, Any]) -> tuple[str, ...]:
