@@ -96,14 +96,15 @@ def _distributions(module: str) -> frozenset[str]:
 
 @pytest.mark.parametrize("node", build_pipeline().nodes, ids=lambda n: n.name)
 def test_every_import_of_a_step_is_in_its_image(node, example_config):
-    """The node's image family installs (per its lock) a distribution for every module the step imports
-    with the shipped config: e.g. judge on infer-gpu with the transformers engine needs torch, peft and
-    xgrammar there."""
+    """The image family the node is placed on for the shipped config installs (per its lock) a distribution
+    for every module the step imports with that config: e.g. judge on infer-gpu with the transformers engine
+    needs torch, peft and xgrammar there; generate_qa with the openai engine runs on cpu."""
     from tests.compile.step_imports import node_imports
 
-    lock = _lock(node.image)
+    image = node.placed(example_config).image
+    lock = _lock(image)
     missing = {m for m in node_imports(node, example_config) if not _distributions(m) & set(lock)}
-    assert not missing, f"step {node.name} imports {sorted(missing)}, which images/{node.image} does not install"
+    assert not missing, f"step {node.name} imports {sorted(missing)}, which images/{image} does not install"
 
 
 @pytest.mark.parametrize("entry", ["pipelines.argo.exit_handler", "pipelines.argo.memo_key"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.argo import constants as C
-from pipelines.argo.compiler import MUTEX_PREFIX
 from pipelines.argo.exit_handler import STATUS_FILE, ExitInputs, parse_failures, record
+from pipelines.argo.graph import MUTEX_PREFIX
 from pipelines.argo.memo_key import main as memo_key_main
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
 from steps.common.residency import ResidencyPolicy
