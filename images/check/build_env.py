@@ -63,13 +63,14 @@ class Replay:
 
     def run(self, argv: list[str], cwd: Path | None = None) -> None:
         print(f"images-check $ {shlex.join(argv)}", flush=True)
-        subprocess.run(argv, cwd=cwd or self.host(self.workdir), env=self.env, check=True, timeout=RUN_TIMEOUT_S)
+        subprocess.run(argv, cwd=cwd or self.host(self.workdir), env=self.env, check=True,
+                       timeout=RUN_TIMEOUT_S)
 
     def apply(self, keyword: str, argument: str) -> None:
         if keyword == "ENV":
             for key, value in env_assignments(self.rebase(argument)):
                 if key != "PIP_NO_CACHE_DIR":  # the cache only saves downloads; hashes are still checked
-                    self.env[key] = re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: self.env.get(m[1] or m[2], ""), value)
+                    self.env[key] = re.sub(r"\$(\w+)|\$\{(\w+)\}", self._variable, value)
         elif keyword == "WORKDIR":
             self.workdir = argument
             self.image_dirs.append(argument)
@@ -84,6 +85,9 @@ class Replay:
                 self.run(["/bin/sh", "-c", self.rebase(argument)])
         else:
             raise ValueError(f"{keyword} {argument}: not replayed in a build stage")
+
+    def _variable(self, match: re.Match[str]) -> str:
+        return self.env.get(match[1] or match[2], "")
 
     def _base_venv(self, image_dir: str) -> None:
         """`python -m venv` as the base image runs it: its ensurepip's pip and setuptools, nothing else."""
@@ -125,7 +129,7 @@ def _check_python(base_image: str) -> None:
     version = re.search(r":(\d+)\.(\d+)\.(\d+)", base_image)
     if not version or tuple(map(int, version.groups()[:2])) != sys.version_info[:2]:
         raise SystemExit(f"images-check: {base_image} needs Python {version and version.group(0)[1:]}, "
-                         f"this is {sys.version.split()[0]} (run it with that minor version, e.g. python3.11)")
+                         f"this is {sys.version.split()[0]} (run it with that minor version)")
     print(f"images-check: base image {base_image}, replayed with Python {sys.version.split()[0]}", flush=True)
 
 
@@ -155,7 +159,7 @@ def _runtime(replay: Replay, final: Stage, family: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("family")
-    parser.add_argument("--root", type=Path, help="build here and keep it (default: a temporary folder, removed)")
+    parser.add_argument("--root", type=Path, help="build here and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
     repo = Path.cwd()
     dockerfile = repo / "images" / f"{args.family}.Dockerfile"

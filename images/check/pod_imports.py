@@ -26,7 +26,7 @@ def entry_points(manifest: str, family: str) -> list[str]:
         elif args[0] == "-m":
             found.append(args[1])
         else:
-            raise ValueError(f"template {template['name']}: {body['command']} {args} is not a python -m entry point")
+            raise ValueError(f"template {template['name']}: {body['command']} {args} is not `python -m`")
     return found
 
 

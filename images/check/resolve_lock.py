@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     platform = ["--python-version", args.python_version, "--python-platform", args.python_platform]
     problems, download = check(lock, resolve(args.family, lock, platform, args.uv))
     if problems:
-        raise SystemExit(f"images-check {args.family}: the lock does not install on {args.python_platform}:\n  "
-                         + "\n  ".join(problems))
+        raise SystemExit(f"images-check {args.family}: the lock does not install on "
+                         f"{args.python_platform}:\n  " + "\n  ".join(problems))
     print(f"images-check {args.family}: {len(lock)} locked packages resolve together on Python "
           f"{args.python_version} {args.python_platform}, each with a locked hash; the build downloads "
           f"{download / 1e9:.2f} GB; dry run {time.monotonic() - started:.1f} s", flush=True)

@@ -28,7 +28,8 @@ def _cpu_pods_third_party_imports() -> set[str]:
 def test_images_check_builds_the_cpu_environment_and_resolves_every_lock(tmp_path):
     root = tmp_path / "cpu-image"
     make = ["make", "--no-print-directory", "images-check", f"VENV={sys.prefix}", f"IMAGES_CHECK_ROOT={root}"]
-    done = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=MAKE_TIMEOUT_S)
+    done = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                          timeout=MAKE_TIMEOUT_S)
     assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     assert "eurolora-cpu ok" in done.stdout  # the image's CMD
     for entry in ("steps.ingest:run", "steps.check_dataset:run", "steps.promote:run", "steps.canary:run",
@@ -40,7 +41,8 @@ def test_images_check_builds_the_cpu_environment_and_resolves_every_lock(tmp_pat
     modules = sorted(_cpu_pods_third_party_imports())
     assert {"mlflow", "pyarrow", "boto3", "hera"} <= set(modules)
     python = root / "opt" / "eurolora" / "bin" / "python"
-    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\nprint('imported', *sys.argv[1:])"
+    code = ("import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\n"
+            "print('imported', *sys.argv[1:])")
     imported = subprocess.run([str(python), "-I", "-c", code, *modules], cwd=tmp_path, capture_output=True,
                               text=True, check=False, timeout=300)
     assert imported.returncode == 0, imported.stderr[-4000:]
