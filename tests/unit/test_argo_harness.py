@@ -111,13 +111,14 @@ def test_an_output_outside_every_mount_is_refused(tmp_path: Path) -> None:
 def test_paths_under_a_mount_are_rewritten_and_nothing_else(tmp_path: Path) -> None:
     paths = PodPaths(tmp_path, [{"name": "scratch", "mountPath": "/scratch"}])
     text = '{"scratch_dir":"/scratch","u":"s3://b/scratch","p":"/scratch/x /scratchy"}'
-    assert paths.rewrite(text) == ('{"scratch_dir":"%s","u":"s3://b/scratch","p":"%s/x /scratchy"}'
-                                   % (tmp_path / "volumes" / "scratch", tmp_path / "volumes" / "scratch"))
+    local = tmp_path / "volumes" / "scratch"
+    assert paths.rewrite(text) == f'{{"scratch_dir":"{local}","u":"s3://b/scratch","p":"{local}/x /scratchy"}}'
 
 
 @pytest.mark.parametrize(("expression", "expected"), [
     ("a.Succeeded && b.Succeeded", False), ("a.Succeeded || b.Succeeded", True), ("a", True), ("b", True),
-    ("!(c.Failed) && a.Succeeded", False), ("c.Failed", True), ("b.Skipped", True), ("d.Omitted", True)])
+    ("!(c.Failed) && a.Succeeded", False), ("c.Failed", True), ("b.Skipped", True), ("d.Omitted", True),
+    ("a.Failed && b.Skipped || a.Succeeded", True), ("(a.Failed || a.Succeeded) && !b.Skipped", False)])
 def test_depends(expression: str, expected: bool) -> None:
     phases = {"a": "Succeeded", "b": "Skipped", "c": "Failed", "d": "Omitted"}
     assert depends_holds(expression, phases) is expected

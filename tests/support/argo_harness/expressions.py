@@ -47,24 +47,61 @@ def depends_tasks(expression: str) -> set[str]:
 def depends_holds(expression: str, phases: Mapping[str, str]) -> bool:
     """Evaluate `depends` once every task it names is complete (phases: task -> Argo node phase).
 
-    A bare `task` means `task.Succeeded || task.Skipped || task.Daemoned`, as in Argo."""
-    words = []
-    for token in _tokens(expression):
-        if token in ("&&", "||", "!", "(", ")"):
-            words.append({"&&": "and", "||": "or", "!": "not"}.get(token, token))
-            continue
-        task, _, result = token.partition(".")
-        phase = phases[task]
-        if not result:
-            holds = phase in ("Succeeded", "Skipped", "Daemoned")
-        elif result not in _RESULTS:
-            raise ValueError(f"depends {expression!r}: unknown result {result!r}")
-        else:
-            holds = {"AnySucceeded": phase == "Succeeded", "AllFailed": phase == "Failed",
-                     "Errored": phase == "Error"}.get(result, phase == result)
-        words.append(str(holds))
-    # Only True, False, and, or, not and parentheses reach eval: the tokens above are all it can see.
-    return bool(eval(" ".join(words), {"__builtins__": {}}, {}))  # noqa: S307
+    A bare `task` means `task.Succeeded || task.Skipped || task.Daemoned`, as in Argo. `!` binds tightest,
+    then `&&`, then `||`."""
+    tokens = _tokens(expression)
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        if position >= len(tokens):
+            raise ValueError(f"depends {expression!r}: ends too early")
+        position += 1
+        return tokens[position - 1]
+
+    def either() -> bool:
+        value = both()
+        while peek() == "||":
+            take()
+            value = both() or value
+        return value
+
+    def both() -> bool:
+        value = single()
+        while peek() == "&&":
+            take()
+            value = single() and value
+        return value
+
+    def single() -> bool:
+        token = take()
+        if token == "!":
+            return not single()
+        if token == "(":
+            value = either()
+            if take() != ")":
+                raise ValueError(f"depends {expression!r}: unbalanced parentheses")
+            return value
+        return _result_holds(token, phases, expression)
+
+    value = either()
+    if position != len(tokens):
+        raise ValueError(f"depends {expression!r}: unexpected {tokens[position]!r}")
+    return value
+
+
+def _result_holds(token: str, phases: Mapping[str, str], expression: str) -> bool:
+    task, _, result = token.partition(".")
+    phase = phases[task]
+    if not result:
+        return phase in ("Succeeded", "Skipped", "Daemoned")
+    if result not in _RESULTS:
+        raise ValueError(f"depends {expression!r}: unknown result {result!r}")
+    return {"AnySucceeded": phase == "Succeeded", "AllFailed": phase == "Failed",
+            "Errored": phase == "Error"}.get(result, phase == result)
 
 
 def when_holds(condition: str) -> bool:

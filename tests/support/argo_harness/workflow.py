@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.argo.memo_key import _decode  # how a pod reads a parameter: JSON objects decoded
 from tests.support.argo_harness.expressions import (
     COMPLETED,
     depends_holds,
@@ -189,15 +190,6 @@ def _depends_expression(task: dict[str, Any]) -> str:
 def _dependencies(task: dict[str, Any]) -> set[str]:
     expression = _depends_expression(task)
     return depends_tasks(expression) if expression else set()
-
-
-def _decode(value: str) -> Any:
-    if value[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
 
 
 def _encode(value: Any) -> str:
