@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.local.processes import process_in_own_session
 from tests.support.argo_harness.expressions import substitute
 
 REPO = Path(__file__).resolve().parents[3]
@@ -123,13 +124,15 @@ def run_pod(template: dict[str, Any], inputs: dict[str, str], root: Path, secret
     deadline = float(template.get("activeDeadlineSeconds", timeout_s))
     log = root / "log.txt"
     started = time.monotonic()
-    with log.open("wb") as out:
+    limit = min(deadline, timeout_s)
+    # In a session of its own: stopped with its children when the block ends, however it ends.
+    with log.open("wb") as out, process_in_own_session(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                                       cwd=paths.root) as proc:
         try:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=paths.root,
-                                  timeout=min(deadline, timeout_s), check=False)
-            code, message = proc.returncode, "" if proc.returncode == 0 else f"Error (exit code {proc.returncode})"
+            code = proc.wait(timeout=limit)
+            message = "" if code == 0 else f"Error (exit code {code})"
         except subprocess.TimeoutExpired:
-            code, message = -9, f"Pod was active on the node longer than the deadline ({min(deadline, timeout_s):.0f}s)"
+            code, message = -9, f"Pod was active on the node longer than the deadline ({limit:.0f}s)"
     result = PodResult("Succeeded" if code == 0 else "Failed", code, message, root=root, log=log,
                        duration_s=round(time.monotonic() - started, 2))
     for p in outputs.get("parameters", []):
