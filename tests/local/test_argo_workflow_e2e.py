@@ -167,7 +167,7 @@ def test_registry_and_canary_decision(harness_run: dict) -> None:
     assert version.tags["eurolora.canary.decision"] == canary["decision"]
     # The canary settled the challenger either way: champion (promoted) or no champion (rolled back to the
     # base model, as this was the family's first version).
-    aliases = client.get_registered_model(name).aliases
+    aliases = {alias: str(number) for alias, number in client.get_registered_model(name).aliases.items()}
     expected = {"champion": "1"} if canary["decision"] == "promoted" else {}
     assert aliases == expected and canary["champion_version"] == expected.get("champion", "")
     settings = json.loads(result.node("canary").inputs["settings"])  # the serving stack's, as the pod got them

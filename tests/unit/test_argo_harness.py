@@ -108,6 +108,18 @@ def test_an_output_outside_every_mount_is_refused(tmp_path: Path) -> None:
         run_pod(template, {}, tmp_path, {}, {}, 30)
 
 
+def test_an_output_path_the_pod_is_not_given_is_refused(tmp_path: Path) -> None:
+    """Compiled into the pod's code, the path cannot be moved into the pod's folder: the pod would write
+    this machine's /tmp (the memo-key pod did, before its template passed --out)."""
+    template = {"name": "t", "script": {"command": ["python"], "args": ["-m", "tool"], "source": "pass",
+                                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]},
+                "outputs": {"parameters": [{"name": "key", "valueFrom": {"path": "/tmp/tool/key"}}]}}
+    with pytest.raises(PodSetupError, match="passes this path to the pod nowhere"):
+        run_pod(template, {}, tmp_path, {}, {}, 30)
+    template["script"]["args"] += ["--out", "/tmp/tool/key"]
+    assert run_pod(template, {}, tmp_path, {}, {}, 30).message == "Error (exit code 1)"  # no module `tool`
+
+
 def test_paths_under_a_mount_are_rewritten_and_nothing_else(tmp_path: Path) -> None:
     paths = PodPaths(tmp_path, [{"name": "scratch", "mountPath": "/scratch"}])
     text = '{"scratch_dir":"/scratch","u":"s3://b/scratch","p":"/scratch/x /scratchy"}'

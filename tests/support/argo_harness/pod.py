@@ -68,12 +68,23 @@ class PodPaths:
     def rewrite(self, text: str) -> str:
         return self._pattern.sub(lambda m: str(self.mounts[m.group(1)]), text)
 
-    def writable(self, path: str, what: str) -> Path:
-        """The local file of an absolute path the pod writes; refuses one on the read-only root filesystem."""
+    def writable(self, path: str, what: str, given: list[str]) -> Path:
+        """The local file of an absolute path the pod writes; refuses one on the read-only root filesystem,
+        and one that nothing `given` to the pod (arguments, source, environment) names, itself or a folder
+        above it below its mount: the pod's code has it compiled in, and only the text given to the pod can
+        be moved into the pod's folder (the code would write this machine's own path)."""
         local = self.rewrite(path)
         if local == path:
             raise PodSetupError(f"{what} {path!r} is under no volume mount: the container's root filesystem is "
                                 "read-only (readOnlyRootFilesystem), so the pod could not write it")
+        mount = next(m for m in sorted(self.mounts, key=len, reverse=True) if path.startswith(m + "/"))
+        candidates = [path]
+        while (parent := candidates[-1].rsplit("/", 1)[0]) != mount:
+            candidates.append(parent)
+        if not any(c in text for c in candidates for text in given):
+            raise PodSetupError(f"{what} {path!r}: the template passes this path to the pod nowhere (arguments, "
+                                "source, environment), so the harness cannot place it in the pod's volume; name it "
+                                "in the template (e.g. an --out argument)")
         return Path(local)
 
 
@@ -116,10 +127,12 @@ def run_pod(template: dict[str, Any], inputs: dict[str, str], root: Path, secret
     if argv and argv[0] == "python":
         argv[0] = sys.executable
     env = _environment(container, paths, secrets, node_env)
+    given = [*container.get("command", []), *container.get("args", []), container.get("source", ""),
+             *(item.get("value", "") for item in container.get("env", []))]
     outputs = template.get("outputs", {})
-    parameter_files = {p["name"]: paths.writable(p["valueFrom"]["path"], f"output parameter {p['name']}")
+    parameter_files = {p["name"]: paths.writable(p["valueFrom"]["path"], f"output parameter {p['name']}", given)
                        for p in outputs.get("parameters", [])}
-    artifact_files = {a["name"]: paths.writable(a["path"], f"output artifact {a['name']}")
+    artifact_files = {a["name"]: paths.writable(a["path"], f"output artifact {a['name']}", given)
                       for a in outputs.get("artifacts", [])}
     deadline = float(template.get("activeDeadlineSeconds", timeout_s))
     log = root / "log.txt"
