@@ -59,7 +59,8 @@ def memo_key_template(build: Build, sio: StepIO) -> Script:
     return Script(
         name=f"{sio.task}-memo-key", source="{{inputs.parameters}}",
         args=["-m", "pipelines.argo.memo_key", "--step", node.name,
-              "--code-version", step_code_version(node.module), "--context-param", context_params[0]],
+              "--code-version", step_code_version(node.module), "--context-param", context_params[0],
+              "--out", C.MEMO_KEY_PATH],  # named where the output parameter reads it, not only as a default
         inputs=[Parameter(name=sio.inputs[f]) for f in node.bindings],
         outputs=[Parameter(name="key", value_from=m.ValueFrom(path=C.MEMO_KEY_PATH, default=""))],
         annotations={f"{C.LABEL_PREFIX}/step": node.name},

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.argo.memo_key import _decode  # how a pod reads a parameter: JSON objects decoded
+from pipelines.argo.memo_key import decode_parameter  # how a pod reads a parameter: JSON objects decoded
 from tests.support.argo_harness.expressions import (
     COMPLETED,
     depends_holds,
@@ -175,7 +175,7 @@ class WorkflowRun:
         if service is None:
             yield inputs
             return
-        decoded = {k: _decode(v) for k, v in inputs.items()}
+        decoded = {k: decode_parameter(v) for k, v in inputs.items()}
         folder = self.work / "services" / path
         with service(decoded, folder) as changed:
             yield {k: (v if changed[k] == decoded[k] else _encode(changed[k])) for k, v in inputs.items()}
