@@ -13,7 +13,7 @@ REGISTRY ?= registry.invalid/eurolora
 IMAGE_TAG ?= 0.1.0
 IMAGE_FAMILIES := cpu train-gpu infer-gpu
 
-.PHONY: torch-cpu venv prometheus demo test test-fast bench images images-lock compile-golden clean
+.PHONY: torch-cpu venv prometheus demo test test-fast bench images images-lock images-check compile-golden clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -76,13 +76,27 @@ images:
 
 # The images' lock files: every third-party package of each family's pyproject extra, resolved for the
 # images' platform (CPython 3.11, Linux x86_64, glibc >= 2.28), with hashes. Needs PyPI; review the diff.
+# pyproject's build requirements (setuptools, wheel) are locked too: the Dockerfiles build the project
+# with --no-build-isolation in a venv whose own setuptools (65.5) cannot build a wheel.
 LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+BUILD_REQUIRES := $(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
 images-lock: venv
 	@mkdir -p images/requirements
 	for family in $(IMAGE_FAMILIES); do \
-		$(VENV)/bin/uv pip compile pyproject.toml --extra $$family $(LOCK_PLATFORM) --generate-hashes \
-			--no-emit-package eurolora --custom-compile-command "make images-lock" --quiet \
+		$(BUILD_REQUIRES) | $(VENV)/bin/uv pip compile pyproject.toml - --extra $$family $(LOCK_PLATFORM) \
+			--generate-hashes --no-emit-package eurolora --custom-compile-command "make images-lock" --quiet \
 			-o images/requirements/$$family.txt || exit 1; \
+	done
+
+# Each family's environment from its lock without Docker: the cpu family built as its Dockerfile's
+# build stage builds it (from the base image's venv: images/base-image-venv.txt), then every cpu pod's
+# entry point imported inside it; every family's lock resolved for the images' platform (metadata only,
+# no wheel downloaded) with each package's file checked against the locked hashes. Needs PyPI.
+# No `venv` prerequisite: the suite runs it with the venv it already has.
+images-check:
+	$(PYTHON) -m images.check.build_env cpu $(if $(IMAGES_CHECK_ROOT),--root $(IMAGES_CHECK_ROOT))
+	for family in $(IMAGE_FAMILIES); do \
+		$(PY) -m images.check.resolve_lock $$family $(LOCK_PLATFORM) --uv $(VENV)/bin/uv || exit 1; \
 	done
 
 # Regenerates every golden set (manifests/argo, manifests/cluster, tests/compile/golden/fake) from the

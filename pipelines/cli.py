@@ -10,6 +10,8 @@ COMMAND_MODULES = (
     "pipelines.argo.commands",
     "pipelines.serve.command",
     "pipelines.restore_command",
+    "pipelines.retention_command",
+    "pipelines.ui_command",
 )
 
 

@@ -20,6 +20,7 @@ from steps.check_dataset.settings import CheckDatasetSettings
 from steps.common.models import local_model_problem
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy, has_scheme
+from steps.common.retention import RetentionSettings
 from steps.common.storage import StorageSettings, local_path
 from steps.finetune.settings import FinetuneSettings
 from steps.generate_qa.settings import GenerateQASettings
@@ -71,6 +72,7 @@ class PipelineConfig(BaseModel):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     argo: ArgoSettings = Field(default_factory=ArgoSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     def get(self, dotted: str) -> Any:
         """The value at a dotted path (`judge.judge_engine.model`)."""
@@ -127,8 +129,8 @@ def residency_problems(raw: dict[str, Any], policy: ResidencyPolicy) -> list[str
 
     Structural: every string in every mapping and list is looked at. A value is a region when the key it
     sits under names one (`region`, `*_region`, `*_regions`, a node label `.../region`); an endpoint when
-    the key names one (`*url`, `*endpoint`, `*host`, `*dns`, `replicas`), even without a scheme; and any
-    value with a scheme is checked as a URI of that scheme. The policy section itself is validated by its
+    the key names one (`*url`, `*endpoint`, `*host`, `*dns`, `replicas`), even without a scheme; an ARN
+    (a KMS key) by its region; and any value with a scheme is checked as a URI of that scheme. The policy section itself is validated by its
     model (EU/EEA regions only)."""
     problems = []
     for key, name, value in _strings({k: v for k, v in raw.items() if k != "residency"}):
@@ -137,6 +139,8 @@ def residency_problems(raw: dict[str, Any], policy: ResidencyPolicy) -> list[str
                 policy.check_region(value, key)
             elif _names_endpoint(name) and value.strip():
                 policy.check_endpoint(value, key)
+            elif value.strip().lower().startswith("arn:"):
+                policy.check_arn(value, key)
             elif has_scheme(value):
                 policy.check_uri(value, key)
         except ResidencyError as exc:

@@ -5,10 +5,14 @@ Bindings name the step's Input fields exactly (Python names); the compiler maps 
 parameter names, so nothing here knows about kebab-case.
 """
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class FromRun:
 
 Binding = FromConfig | FromStep | FromRun
 ImageFamily = Literal["cpu", "train-gpu", "infer-gpu"]
+REMOTE_ENGINE = "openai"  # an engine of this kind calls a server; every other kind runs in the step's pod
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,15 @@ class Node:
     reports_progress: bool = False
     when: When | None = None
     mutex: str | None = None  # steps that must never run concurrently across workflows
+    # Config paths of the LLM engines the step runs (`generate_qa.engine`). Its image and GPU are needed
+    # only while one of them runs in the pod; when every one calls a server, the step runs on `cpu`.
+    engines: tuple[str, ...] = ()
+
+    def placed(self, config: "PipelineConfig") -> "Node":
+        """The node as it runs for `config`: on the cpu image without a GPU when its engines are all remote."""
+        if not self.engines or any(config.get(path).kind != REMOTE_ENGINE for path in self.engines):
+            return self
+        return dataclasses.replace(self, image="cpu", gpu=False)
 
     @property
     def entrypoint(self) -> str:
@@ -108,6 +122,10 @@ class Pipeline:
             pending.remove(ready[0])
         return done
 
+    def placed(self, config: "PipelineConfig") -> "Pipeline":
+        """Every node placed for `config` (Node.placed)."""
+        return Pipeline(tuple(node.placed(config) for node in self.nodes))
+
     def until(self, step: str) -> list[Node]:
         """`step` and everything it needs, in order."""
         wanted = {self.node(step).name}
@@ -127,7 +145,7 @@ def build_pipeline() -> Pipeline:
         Node("generate_qa", "steps.generate_qa", "infer-gpu", {
             "context": _CTX, "settings": FromConfig("generate_qa"),
             "chunks_uri": FromStep("ingest", "chunks_uri"),
-        }, gpu=True, memoize=True, reports_progress=True),
+        }, gpu=True, memoize=True, reports_progress=True, engines=("generate_qa.engine",)),
         Node("check_dataset", "steps.check_dataset", "cpu", {
             "context": _CTX, "settings": FromConfig("check_dataset"), "registry": FromConfig("registry"),
             "dataset_digest": FromStep("generate_qa", "dataset_digest"), "base_model": FromConfig("base_model"),
@@ -140,7 +158,7 @@ def build_pipeline() -> Pipeline:
             "context": _CTX, "settings": FromConfig("judge"), "registry": FromConfig("registry"),
             "base_model": FromConfig("base_model"), "qa_uri": FromStep("generate_qa", "qa_uri"),
             "adapter_uri": FromStep("finetune", "adapter_uri"),
-        }, gpu=True, reports_progress=True),
+        }, gpu=True, reports_progress=True, engines=("judge.engine", "judge.judge_engine")),
         Node("promote", "steps.promote", "cpu", {
             "context": _CTX, "settings": FromConfig("promote"), "registry": FromConfig("registry"),
             "adapter_uri": FromStep("finetune", "adapter_uri"),

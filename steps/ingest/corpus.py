@@ -16,7 +16,7 @@ from steps.ingest.dedup import Deduplicator, sha256_text
 from steps.ingest.normalize import normalize_text
 from steps.ingest.pii import redact_pii
 from steps.ingest.quarantine import QuarantineRecord, Reason, Rejected
-from steps.ingest.readers import SourceDocument, file_format, read_file
+from steps.ingest.readers import SourceDocument, file_format, not_a_document, read_file
 from steps.ingest.settings import IngestSettings
 from steps.ingest.stats import IngestStats
 
@@ -56,6 +56,9 @@ class CorpusIngester:
     def ingest(self, files: list[tuple[Path, str]], progress: Progress) -> IngestResult:
         """Process (local path, path relative to the corpus root) pairs in the order given."""
         for path, rel in files:
+            if not_a_document(rel):
+                self.result.stats.files_skipped += 1
+                continue
             self.result.stats.files_by_format[file_format(path)] += 1
             for outcome in read_file(path, rel, self.settings):
                 if isinstance(outcome, QuarantineRecord):
@@ -92,6 +95,7 @@ class CorpusIngester:
             return
         stats = self.result.stats
         stats.documents_by_format[document.format] += 1
+        stats.documents_by_encoding[document.encoding] += 1
         # A document counts under the language most of its kept chunks are in (the first such on a tie).
         languages = Counter(row.language for row in rows)
         stats.documents_by_language[max(languages, key=languages.__getitem__)] += 1

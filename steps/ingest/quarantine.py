@@ -11,6 +11,7 @@ class Reason(StrEnum):
     EMPTY = "empty"
     BINARY = "binary"
     INVALID_UTF8 = "invalid_utf8"
+    UNDETECTED_ENCODING = "undetected_encoding"
     ENCRYPTED_PDF = "encrypted_pdf"
     CORRUPT_PDF = "corrupt_pdf"
     TOO_LARGE = "too_large"

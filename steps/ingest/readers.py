@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from steps.ingest.quarantine import QuarantineRecord, Reason, Rejected
 from steps.ingest.settings import IngestSettings
-from steps.ingest.sniff import PDF_MAGIC, check_not_archive, check_text_bytes, decode_utf8
+from steps.ingest.sniff import PDF_MAGIC, check_not_archive, check_text_bytes, decode_text, decode_utf8
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
@@ -36,6 +36,7 @@ class SourceDocument:
     line: int | None  # 1-based line of a .jsonl file
     format: str
     text: str  # extracted, not yet normalised
+    encoding: str = "utf-8"  # what the file was decoded from (PDF and JSONL: their own rules)
 
 
 Outcome = SourceDocument | QuarantineRecord
@@ -47,7 +48,12 @@ def read_file(path: Path, rel: str, settings: IngestSettings) -> list[Outcome]:
         fmt, data = _load(path, settings)
         if fmt == "jsonl":
             return list(_jsonl_documents(data, rel, settings.jsonl_text_field))
-        return [SourceDocument(rel, None, fmt, _READERS[fmt](data))]
+        if fmt == "pdf":
+            return [SourceDocument(rel, None, fmt, _read_pdf(data))]
+        text, encoding = decode_text(data, settings.legacy_encodings, settings.max_encoding_chaos)
+        if not text.strip():
+            raise Rejected(Reason.EMPTY, "only whitespace")
+        return [SourceDocument(rel, None, fmt, _TEXT_READERS[fmt](text), encoding)]
     except Rejected as rejected:
         return [QuarantineRecord(rel, None, None, rejected.reason, rejected.detail)]
     except Exception as exc:  # noqa: BLE001 - one unreadable file must never stop the corpus
@@ -57,6 +63,17 @@ def read_file(path: Path, rel: str, settings: IngestSettings) -> list[Outcome]:
 def safe_detail(exc: BaseException) -> str:
     """What went wrong without the exception's message, which may quote the document."""
     return f"{type(exc).__name__} while reading (message withheld: it may quote the document)"
+
+
+# Editors' backup, swap and lock files: copies of a document or no document at all.
+_EDITOR_LEFTOVERS = re.compile(r"(~|\.sw[a-p]|\.bak|\.orig)$|^#.*#$", re.IGNORECASE)
+
+
+def not_a_document(rel: str) -> bool:
+    """Hidden files and folders (`.git/`, `.DS_Store`, an editor's `.#lock`) and editor leftovers
+    (`notes.md~`, `.notes.md.swp`, `#notes.md#`): skipped and counted, not quarantined as bad documents."""
+    parts = rel.split("/")
+    return any(part.startswith(".") for part in parts) or bool(_EDITOR_LEFTOVERS.search(parts[-1]))
 
 
 def file_format(path: Path) -> str:
@@ -88,16 +105,9 @@ def _load(path: Path, settings: IngestSettings) -> tuple[str, bytes]:
     return fmt, data
 
 
-def _decode_text(data: bytes) -> str:
-    text = decode_utf8(data)
-    if not text.strip():
-        raise Rejected(Reason.EMPTY, "only whitespace")
-    return text
-
-
 # ---- plain text and Markdown ---------------------------------------------------------------------------
-def _read_text(data: bytes) -> str:
-    return _decode_text(data)
+def _read_text(text: str) -> str:
+    return text
 
 
 _MD_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
@@ -118,9 +128,9 @@ _MD_RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$", re.MULTILINE)
 _MD_QUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
 
 
-def _read_markdown(data: bytes) -> str:
+def _read_markdown(text: str) -> str:
     """Markdown syntax off, text and structure (paragraphs, list items, table rows) kept."""
-    text = "\n".join(_decode_text(data).splitlines())
+    text = "\n".join(text.splitlines())
     text = _MD_FRONT_MATTER.sub("", text)
     for pattern, replacement in (
         (_MD_COMMENT, ""), (_MD_FENCE, ""), (_MD_REFERENCE, ""), (_MD_TABLE_RULE, ""), (_MD_RULE, ""),
@@ -153,14 +163,14 @@ _HTML_CELLS = frozenset({"td", "th"})
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _read_html(data: bytes) -> str:
+def _read_html(text: str) -> str:
     """Text of <main> (else the top-level <article>s, else <body>), with blocks as paragraphs."""
     from lxml import etree, html
 
-    _decode_text(data)  # the same strict UTF-8 rule as every text format
+    # Decoded like every text format; a <meta charset> in the page does not override what was detected.
     parser = html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True)
     try:
-        root = html.document_fromstring(data, parser=parser)
+        root = html.document_fromstring(text.encode("utf-8"), parser=parser)
     except etree.ParserError:
         raise Rejected(Reason.NO_TEXT_AFTER_CLEANING, "no HTML element in the document") from None
     # libxml2 stops at a nesting depth of 256 and silently drops the rest: refuse instead of truncating.
@@ -299,6 +309,4 @@ def _jsonl_text(raw: bytes, field: str) -> str:
     return value
 
 
-_READERS: dict[str, Callable[[bytes], str]] = {
-    "text": _read_text, "markdown": _read_markdown, "html": _read_html, "pdf": _read_pdf,
-}
+_TEXT_READERS: dict[str, Callable[[str], str]] = {"text": _read_text, "markdown": _read_markdown, "html": _read_html}

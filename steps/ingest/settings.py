@@ -18,7 +18,13 @@ class IngestSettings(BaseModel):
     redact_pii: bool = True
     # ISO 639-1 codes as langdetect names them; documents in other languages are quarantined.
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES), min_length=1)
-    # Field holding the document text in each line of a .jsonl file.
+    # A text file that is not UTF-8 is decoded with the first of these legacy encodings that reads it
+    # cleanly (charset-normalizer's detection, in this order of preference among equally clean readings:
+    # cp1252 and ISO-8859-15 read the same bytes differently only for a few symbols). None fits: quarantined.
+    legacy_encodings: list[str] = Field(default_factory=lambda: ["cp1252", "iso8859_15", "cp1250", "iso8859_2"])
+    # charset-normalizer's "chaos" (0 = reads like text) above which a detection is not trusted.
+    max_encoding_chaos: float = Field(0.1, ge=0, le=1)
+    # Field holding the document text in each line of a .jsonl file (JSON is UTF-8 by its RFC: no detection).
     jsonl_text_field: str = Field("text", min_length=1)
     # Chunk sizes are counted with the base model's own tokenizer (the one that will train on them).
     chunk_tokens: int = Field(512, ge=32, le=32768)
@@ -27,6 +33,21 @@ class IngestSettings(BaseModel):
     min_chunk_tokens: int = Field(16, ge=1)
     # Estimated Jaccard similarity of word 5-shingles at or above which a document is a near duplicate.
     near_duplicate_threshold: float = Field(0.85, ge=0.5, le=1.0)
+
+    @field_validator("legacy_encodings")
+    @classmethod
+    def _known_encodings(cls, value: list[str]) -> list[str]:
+        import codecs
+
+        unknown = []
+        for name in value:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                unknown.append(name)
+        if unknown:
+            raise ValueError(f"unknown encodings {unknown} (Python codec names such as 'cp1252', 'iso8859_15')")
+        return value
 
     @field_validator("languages")
     @classmethod

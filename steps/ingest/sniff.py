@@ -1,6 +1,9 @@
-"""Look at raw bytes before trusting a file extension: archives, binaries and non-UTF-8 text are refused."""
+"""Look at raw bytes before trusting a file extension: archives and binaries are refused, text is decoded as
+UTF-8 or, failing that, as a legacy European encoding detected with confidence."""
 
 import codecs
+import re
+from collections.abc import Sequence
 
 from steps.ingest.quarantine import Reason, Rejected
 
@@ -50,6 +53,39 @@ def check_text_bytes(data: bytes) -> None:
     controls = len(data.translate(None, _NOT_SUSPICIOUS))
     if controls > _MAX_CONTROL_RATIO * len(data):
         raise Rejected(Reason.BINARY, f"{controls} control bytes in {len(data)}: not a text file")
+
+
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def decode_text(data: bytes, legacy_encodings: Sequence[str], max_chaos: float) -> tuple[str, str]:
+    """(text, encoding): strict UTF-8 (a leading BOM dropped), else the legacy encoding charset-normalizer
+    finds clean, preferring the earlier of `legacy_encodings` among equally clean readings. Not confident
+    (no clean reading): refused, since a wrong guess would silently corrupt every accented word."""
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
+    if _UTF8_MULTIBYTE.search(data):
+        # Valid UTF-8 sequences beside invalid bytes: UTF-8 with stray legacy bytes (files pasted together).
+        # Any single legacy reading would turn the UTF-8 part into mojibake ("GrĂĽĂźe").
+        raise Rejected(Reason.UNDETECTED_ENCODING,
+                       f"UTF-8 with an invalid byte at {first_bad}: mixed encodings; re-save the file as UTF-8")
+    from charset_normalizer import from_bytes
+
+    order = [codecs.lookup(name).name for name in legacy_encodings]
+    candidates = []
+    for match in from_bytes(data, cp_isolation=list(legacy_encodings)):
+        if match.chaos <= max_chaos:
+            # One match stands for every encoding that reads the bytes identically.
+            names = {codecs.lookup(name).name for name in match.could_be_from_charset}
+            candidates += [(match.chaos, order.index(name), name, str(match)) for name in names if name in order]
+    if not candidates:
+        raise Rejected(Reason.UNDETECTED_ENCODING,
+                       f"not UTF-8 (invalid byte at {first_bad}) and no clean reading in {list(legacy_encodings)}: "
+                       "re-save the file as UTF-8")
+    _, _, encoding, text = min(candidates)
+    return text, encoding
 
 
 def decode_utf8(data: bytes) -> str:

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 @dataclass
 class IngestStats:
     files_by_format: Counter[str] = field(default_factory=Counter)
+    files_skipped: int = 0  # hidden files and editor leftovers: not documents
     documents_by_format: Counter[str] = field(default_factory=Counter)
     documents_by_language: Counter[str] = field(default_factory=Counter)
+    documents_by_encoding: Counter[str] = field(default_factory=Counter)  # text files not in UTF-8 show here
     chunks_by_language: Counter[str] = field(default_factory=Counter)
     chunks: int = 0
     tokens: int = 0
@@ -31,9 +33,11 @@ class IngestStats:
         body = {
             "files": sum(self.files_by_format.values()),
             "files_by_format": dict(self.files_by_format),
+            "files_skipped": self.files_skipped,
             "documents": self.documents,
             "documents_by_format": dict(self.documents_by_format),
             "documents_by_language": dict(self.documents_by_language),
+            "documents_by_encoding": dict(self.documents_by_encoding),
             "chunks": self.chunks,
             "chunks_by_language": dict(self.chunks_by_language),
             "tokens": self.tokens,

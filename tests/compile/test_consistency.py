@@ -10,8 +10,11 @@ import pytest
 from pipelines.argo import constants as C
 from pipelines.argo.checks import pinned_regions
 from pipelines.argo.cluster import cluster_manifests
-from pipelines.argo.compiler import ENTRYPOINT, EXIT_DAG, MUTEX_PREFIX, REGION_LABEL
+from pipelines.argo.dag import ENTRYPOINT
+from pipelines.argo.graph import MUTEX_PREFIX
+from pipelines.argo.pods import REGION_LABEL
 from pipelines.argo.stepio import PARAM_NAME_RE, TEMPLATE_NAME_RE, parameter_name, step_io, task_name
+from pipelines.argo.templates import EXIT_DAG
 from pipelines.spec import FromConfig, FromRun, FromStep
 from steps.common.contract import EXIT_TRANSIENT
 from steps.common.residency import EU_REGIONS, OFFLINE_ENV

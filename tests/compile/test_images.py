@@ -11,6 +11,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from images.check.dockerfile import ignore_rules, ignored, parse
+from images.check.resolve_lock import check
 from pipelines.argo.settings import IMAGE_FAMILIES
 from pipelines.spec import build_pipeline
 from steps.common.residency import OFFLINE_ENV
@@ -40,6 +42,13 @@ def _extra(family: str) -> list[Requirement]:
             else:
                 found.append(req)
     return found
+
+
+def _build_requires() -> list[Requirement]:
+    """pyproject's build requirements: the Dockerfiles build the project with --no-build-isolation, so the
+    venv must hold them, and the base image's venv does not (setuptools 65.5 without wheel cannot build)."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    return [Requirement(r) for r in pyproject["build-system"]["requires"]]
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
@@ -80,7 +89,7 @@ def test_lock_pins_every_requirement_of_the_extra(family):
     lines = [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
     assert len(lines) == len(lock), "every requirement line is name==version"
     assert text.count("--hash=sha256:") >= len(lock)
-    for req in _extra(family):
+    for req in _extra(family) + _build_requires():
         name = canonicalize_name(req.name)
         assert name in lock, f"{family}: {req} is not in images/requirements/{family}.txt (make images-lock)"
         assert req.specifier.contains(lock[name], prereleases=True), \
@@ -101,14 +110,15 @@ def _distributions(module: str) -> frozenset[str]:
 
 @pytest.mark.parametrize("node", build_pipeline().nodes, ids=lambda n: n.name)
 def test_every_import_of_a_step_is_in_its_image(node, example_config):
-    """The node's image family installs (per its lock) a distribution for every module the step imports
-    with the shipped config: e.g. judge on infer-gpu with the vllm engine needs torch, peft and vllm
-    there."""
+    """The image family the node is placed on for the shipped config installs (per its lock) a distribution
+    for every module the step imports with that config: e.g. judge on infer-gpu with the vllm engine needs
+    torch, peft and vllm there; generate_qa with the openai engine runs on cpu."""
     from tests.compile.step_imports import node_imports
 
-    lock = _lock(node.image)
+    image = node.placed(example_config).image
+    lock = _lock(image)
     missing = {m for m in node_imports(node, example_config) if not _distributions(m) & set(lock)}
-    assert not missing, f"step {node.name} imports {sorted(missing)}, which images/{node.image} does not install"
+    assert not missing, f"step {node.name} imports {sorted(missing)}, which images/{image} does not install"
 
 
 @pytest.mark.parametrize("entry", ["pipelines.argo.exit_handler", "pipelines.argo.memo_key"])
@@ -126,3 +136,42 @@ def test_the_import_check_sees_the_in_process_engine(example_config):
     assert {"torch", "peft", "vllm"} <= node_imports(judge, example_config)
     cpu = _lock("cpu")
     assert not any(_distributions(m) & set(cpu) for m in ("torch", "peft", "vllm"))
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_images_check_replays_the_dockerfiles_base_venv(family):
+    """images-check starts from base-image-venv.txt in place of `RUN python -m venv`: it must describe the
+    base image the Dockerfile names, and the rest of the build stage must be what the replay follows."""
+    stages = parse(IMAGES / f"{family}.Dockerfile")
+    header = (IMAGES / "base-image-venv.txt").read_text().splitlines()[0]
+    assert f"base image, {stages[0].base}:" in header
+    assert ("RUN", "python -m venv /opt/eurolora") in stages[0].instructions
+    assert {keyword for keyword, _ in stages[0].instructions} <= {"ENV", "RUN", "WORKDIR", "COPY"}
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_images_check_reads_the_dockerignore_as_docker_does(family):
+    rules = ignore_rules(IMAGES / f"{family}.Dockerfile.dockerignore")
+    kept = ["pyproject.toml", "steps/ingest/__init__.py", "pipelines/configs/local.yaml",
+            f"images/requirements/{family}.txt"]
+    dropped = ["tests/conftest.py", ".venv/bin/python", "steps/__pycache__/x.cpython-311.pyc",
+               "pipelines/argo/x.pyc", "images/base-image-venv.txt", "manifests/argo/workflow.yaml"]
+    assert [p for p in kept if ignored(rules, p)] == []
+    assert [p for p in dropped if not ignored(rules, p)] == []
+
+
+def test_lock_dry_run_finds_what_would_not_install():
+    """resolve_lock.check against a resolution that lacks, adds, moves or re-hashes packages."""
+    lock = {"a": ("1.0", {"a1"}), "b": ("2.0", {"b1"}), "gone": ("1.0", {"g"}), "c": ("3.0", {"c1"})}
+
+    def package(name, version, sha, size=10):
+        return {"name": name, "version": version, "wheels": [{"size": size, "hashes": {"sha256": sha}}]}
+
+    good = [package("a", "1.0", "a1", 5), package("b", "2.0", "b1", 7), package("gone", "1.0", "g", 1),
+            {"name": "c", "version": "3.0", "sdist": {"size": 3, "hashes": {"sha256": "c1"}}}]
+    assert check(lock, good) == ([], 16)
+    bad = [package("a", "1.1", "a1"), package("b", "2.0", "other"), package("new", "1.0", "n"), good[3]]
+    problems, _ = check(lock, bad)
+    assert problems == ["gone==1.0 is locked but nothing requires it", "a: resolved 1.1, locked 1.0",
+                        "b==2.0: no installable file for the platform has a locked hash (index: ['other'])",
+                        "new==1.0 is required but not locked (make images-lock)"]

@@ -1,7 +1,8 @@
 """What runs inside the pods, run here as the pods run it: the compiled template's own command line
 (`python -m hera.workflows.runner -e steps.<step>:run`, Hera's runner) on the compiled arguments, for the
-shipped check_dataset step and for tests-only steps; the memo-key pod and the exit handler against a real
-S3 server (moto)."""
+shipped check_dataset step and for tests-only steps (tests/compile/fake_steps); the memo-key code and the
+exit handler against a real S3 server (moto). Fast checks, one pod at a time: the whole compiled workflow,
+every shipped step from its template in DAG order, runs in tests/local/test_argo_workflow_e2e.py."""
 
 import json
 import os
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.argo import constants as C
-from pipelines.argo.compiler import MUTEX_PREFIX
 from pipelines.argo.exit_handler import STATUS_FILE, ExitInputs, parse_failures, record
+from pipelines.argo.graph import MUTEX_PREFIX
 from pipelines.argo.memo_key import main as memo_key_main
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
 from steps.common.residency import ResidencyPolicy
@@ -58,8 +59,9 @@ def _task(compiled, step: str) -> dict:
 
 @pytest.mark.parametrize("step", ["finetune", "judge"])
 def test_hera_runner_accepts_the_compiled_arguments(fake_compiled, step, tmp_path):
-    """The task's arguments, as Argo would substitute them, run the real step through Hera's runner: every
-    parameter name reaches its Input field (incl. the renamed `dataset-uri`), every output is written."""
+    """The task's arguments, as Argo would substitute them, run a tests-only step (tests/compile/fake_steps,
+    not the shipped one) through Hera's runner: every parameter name reaches its Input field (incl. the
+    renamed `dataset-uri`), every output is written."""
     templates = _templates(fake_compiled.template)
     task = _task(fake_compiled, step)
     upstream = {"tasks.ingest.outputs.parameters.chunks_uri": "s3://b/runs/x/ingest/chunks",

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pipelines.argo.served_models import SERVING_NAMESPACE, SHIPPED_SERVICES
 from pipelines.config import CONFIG_DIR, load_config
 from steps.canary.adapter_set import CONFIG_KEY, AdapterSet
 from steps.canary.routing import POOL_GROUP, REWRITE_API
@@ -23,7 +24,8 @@ from steps.finetune.settings import LoraProfile
 K8S_VERSION = "1.31"
 SERVING = Path(__file__).resolve().parents[2] / "manifests" / "serving"
 CUSTOM = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("inference.networking.k8s.io/v1", "InferencePool"),
-          (REWRITE_API, "InferenceModelRewrite"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+          (REWRITE_API, "InferenceModelRewrite"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+          ("monitoring.coreos.com/v1", "PrometheusRule")}
 SECRETISH = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -40,13 +42,27 @@ def _one(kind: str, name: str | None = None) -> dict[str, Any]:
     return found[0]
 
 
-def _pod() -> dict[str, Any]:
-    return _one("Deployment", "vllm")["spec"]["template"]
+DEPLOYMENTS = ("vllm", "vllm-teacher")  # the student with its adapters, the QA writer and judge
 
 
-def _containers() -> dict[str, dict[str, Any]]:
-    spec = _pod()["spec"]
+def _pod(deployment: str = "vllm") -> dict[str, Any]:
+    return _one("Deployment", deployment)["spec"]["template"]
+
+
+def _containers(deployment: str = "vllm") -> dict[str, dict[str, Any]]:
+    spec = _pod(deployment)["spec"]
     return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and In/NotIn matchExpressions) against a pod's labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] in ("In", "NotIn"), expr
+        if (labels.get(expr["key"]) in expr["values"]) != (expr["operator"] == "In"):
+            return False
+    return True
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +83,7 @@ def test_builtin_kinds_validate_strictly_and_custom_ones_are_known() -> None:
         seen.add(doc["kind"])
     assert {"Namespace", "ConfigMap", "Deployment", "Service", "ServiceMonitor", "InferencePool",
             "InferenceModelRewrite", "HTTPRoute", "Role", "RoleBinding", "NetworkPolicy", "ClusterRole",
-            "ClusterRoleBinding", "ServiceAccount", "Secret"} <= seen
+            "ClusterRoleBinding", "ServiceAccount", "Secret", "PrometheusRule"} <= seen
 
 
 def test_strict_validation_catches_a_misspelled_field() -> None:
@@ -77,7 +93,7 @@ def test_strict_validation_catches_a_misspelled_field() -> None:
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
-def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
+def test_vllm_serves_multi_lora_with_runtime_updates() -> None:
     vllm = _containers()["vllm"]
     argv = [*vllm["command"], *vllm["args"]]
     assert argv[:2] == ["vllm", "serve"] and "--enable-lora" in argv
@@ -88,22 +104,24 @@ def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
     assert int(flags["--max-lora-rank"]) == max_rank
     env = _env(vllm)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_pods_run_offline_on_eu_gpu_nodes_non_root_with_probes(deployment: str) -> None:
+    env = _env(_containers(deployment)["vllm"])
     for key, value in {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
                        "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
         assert env[key] == value, key
-    for name, container in _containers().items():
+    for name, container in _containers(deployment).items():
         assert _env(container).get("DO_NOT_TRACK") == "1", name
         assert _env(container).get("HF_HUB_OFFLINE") == "1", name
-
-
-def test_pods_run_on_eu_gpu_nodes_non_root_with_probes() -> None:
-    spec = _pod()["spec"]
+    spec = _pod(deployment)["spec"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     for term in terms:
         (expr,) = [e for e in term["matchExpressions"] if e["key"] == "topology.kubernetes.io/region"]
         assert expr["operator"] == "In" and expr["values"] and set(expr["values"]) <= set(EU_REGIONS)
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    vllm = _containers()["vllm"]
+    vllm = _containers(deployment)["vllm"]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(vllm)
     assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -111,7 +129,7 @@ def test_pods_run_on_eu_gpu_nodes_non_root_with_probes() -> None:
     assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0
     assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["automountServiceAccountToken"] is False
-    for name, container in _containers().items():
+    for name, container in _containers(deployment).items():
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
         assert sc["readOnlyRootFilesystem"] is True, name
@@ -119,17 +137,18 @@ def test_pods_run_on_eu_gpu_nodes_non_root_with_probes() -> None:
         assert "limits" in container["resources"] and "memory" in container["resources"]["limits"], name
 
 
-def test_secrets_only_by_reference() -> None:
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_secrets_only_by_reference(deployment: str) -> None:
     # The only Secret is a service-account token the cluster fills in: no credential in the manifests.
     for secret in [d for d in _docs() if d["kind"] == "Secret"]:
         assert secret["type"] == "kubernetes.io/service-account-token", secret
         assert not {"data", "stringData"} & set(secret), secret
-    for name, container in _containers().items():
+    for name, container in _containers(deployment).items():
         for entry in container.get("env", []):
             if SECRETISH.search(entry["name"]):
                 assert "value" not in entry, (name, entry["name"])
                 assert set(entry["valueFrom"]) == {"secretKeyRef"}, (name, entry["name"])
-    assert "envFrom" not in json.dumps(_pod())
+    assert "envFrom" not in json.dumps(_pod(deployment))
 
 
 def test_adapter_set_is_declarative_and_restarted_pods_restore_it() -> None:
@@ -187,11 +206,55 @@ def test_services_and_scraping_select_the_vllm_pods() -> None:
         assert svc["spec"]["ports"][0]["targetPort"] == "http"
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is False
     monitor = _one("ServiceMonitor", "vllm")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    for scraped in (service, _one("Service", "vllm-teacher")):
+        assert _selects(monitor["spec"]["selector"], scraped["metadata"]["labels"])
     assert not monitor["spec"]["selector"]["matchLabels"].items() <= headless["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
     assert int(endpoint["interval"].rstrip("s")) < CanarySettings().metrics.scrape_settle_s
+
+
+def test_prometheus_rule_fields() -> None:
+    """The PrometheusRule's shape as the Operator's CRD has it (promtool checks the rules themselves:
+    tests/compile/test_prometheus_rules.py)."""
+    rule = _one("PrometheusRule", "vllm")
+    assert set(rule["spec"]) == {"groups"}
+    groups = rule["spec"]["groups"]
+    assert len({g["name"] for g in groups}) == len(groups)
+    for group in groups:
+        assert set(group) <= {"name", "interval", "rules"} and group["rules"], group["name"]
+        for entry in group["rules"]:
+            assert ("record" in entry) != ("alert" in entry) and isinstance(entry["expr"], str), entry
+            if "alert" in entry:
+                assert set(entry) == {"alert", "expr", "for", "labels", "annotations"}, entry["alert"]
+                assert entry["labels"]["severity"] in ("warning", "critical") and entry["annotations"]["summary"]
+            else:
+                assert set(entry) == {"record", "expr"} and re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+",
+                                                                         entry["record"]), entry
+
+
+def _served_names(container: dict[str, Any]) -> tuple[str, ...]:
+    """`--served-model-name` as vLLM's own argument parser reads the container's `vllm serve` arguments."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    assert container["command"][:2] == ["vllm", "serve"]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args([*container["command"][2:], *container["args"]])
+    return tuple(args.served_model_name)
+
+
+def test_the_served_names_compile_checks_are_the_manifests_ones() -> None:
+    """pipelines/argo/served_models.py (what `eurolora compile` checks a config against) is exactly what the
+    manifests serve: each Service, the vLLM pods its selector picks, their --served-model-name."""
+    derived = {}
+    for service in [d for d in _docs() if d["kind"] == "Service"]:
+        names = {_served_names(_containers(name)["vllm"]) for name in DEPLOYMENTS
+                 if _selects({"matchLabels": service["spec"]["selector"]}, _pod(name)["metadata"]["labels"])}
+        assert len(names) == 1, (service["metadata"]["name"], names)
+        assert service["metadata"]["namespace"] == SERVING_NAMESPACE
+        derived[service["metadata"]["name"]] = names.pop()
+    assert derived == {s.service: s.names for s in SHIPPED_SERVICES}
+    assert {d["metadata"]["name"] for d in _docs() if d["kind"] == "Deployment"} == set(DEPLOYMENTS)
 
 
 def test_canary_may_patch_exactly_its_two_objects() -> None:
@@ -210,7 +273,8 @@ def test_canary_may_patch_exactly_its_two_objects() -> None:
 
 def test_network_policy_limits_who_reaches_vllm() -> None:
     policy = _one("NetworkPolicy", "vllm")
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= _pod()["metadata"]["labels"].items()
+    for deployment in DEPLOYMENTS:
+        assert _selects(policy["spec"]["podSelector"], _pod(deployment)["metadata"]["labels"]), deployment
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     cidrs = [peer["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert "0.0.0.0/0" not in cidrs
@@ -259,3 +323,23 @@ def test_the_endpoint_picker_is_scraped_for_the_series_the_cluster_canary_reads(
     assert metrics.ttft is None
     host = metrics.prometheus_url.split("//", 1)[1].split(":", 1)[0]
     assert host.endswith(".svc.cluster.local")
+
+
+def test_the_cluster_workflow_pods_may_reach_every_shipped_service_they_call() -> None:
+    """Every shipped Service the cluster config calls (the teacher's URLs, the canary's replica_dns) has an
+    egress rule in the workflow pods' NetworkPolicy, selecting exactly that Service's pods."""
+    from pipelines.argo.checks import pod_endpoints
+    from pipelines.argo.cluster import network_policy
+
+    config = load_config(CONFIG_DIR / "cluster-example.yaml")
+    services = {f"{d['metadata']['name']}.{SERVING_NAMESPACE}.svc.cluster.local": d
+                for d in _docs() if d["kind"] == "Service"}
+    called = {url.split("//", 1)[1].split(":", 1)[0] for _, url in pod_endpoints(config)} & set(services)
+    assert {"vllm-teacher.inference.svc.cluster.local", "vllm-replicas.inference.svc.cluster.local"} <= called
+    policy, _ = network_policy(config)
+    allowed = [(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                peer["podSelector"]["matchLabels"], rule["ports"][0]["port"])
+               for rule in policy["spec"]["egress"] for peer in rule["to"] if "namespaceSelector" in peer]
+    for host in called:
+        service = services[host]
+        assert (SERVING_NAMESPACE, service["spec"]["selector"], service["spec"]["ports"][0]["port"]) in allowed, host

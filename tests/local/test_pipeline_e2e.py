@@ -29,23 +29,12 @@ from steps.common.storage import MANIFEST_NAME, ArtifactNotFound, ArtifactStore,
 from tests.fixtures.hooks import Pause, hooked_env, read_jsonl
 from tests.fixtures.leaks import PLANTED_SECRETS, files_under, leaked_secrets
 from tests.fixtures.offline import offline_prefix
+from tests.fixtures.tiny_budget import TINY_OVERRIDES, set_arguments
 from tests.support.processes import command_lines
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("ingest", "generate_qa", "check_dataset", "finetune", "judge", "promote", "canary")
-TINY = [
-    "--set", "generate_qa.max_chunks=6", "--set", "generate_qa.pairs_per_chunk=2",
-    "--set", "finetune.max_steps=2", "--set", "finetune.batch_size=2",
-    "--set", "judge.max_items=4", "--set", "judge.max_new_tokens=24", "--set", "judge.judge_max_new_tokens=64",
-    "--set", "judge.gate.bootstrap_samples=200",
-    # A gate that passes whatever two training steps produce, so promote moves the champion and the canary
-    # runs against the `eurolora serve` and Prometheus the runner starts (the gate itself is unit-tested).
-    "--set", "judge.gate.min_items=1", "--set", "judge.gate.min_stop_rate=0", "--set", "judge.gate.min_refusal_rate=0",
-    "--set", "judge.gate.a_rate_tolerance=1", "--set", "judge.gate.c_rate_tolerance=1",
-    "--set", "canary.analysis_interval_s=4", "--set", "canary.intervals=1", "--set", "canary.drain_s=0.5",
-    "--set", "canary.load.requests_per_interval=8", "--set", "canary.slo.min_samples=2",
-    "--set", "canary.shadow.size=2", "--set", "canary.shadow.min_items=2", "--set", "canary.shadow.max_new_tokens=16",
-]
+TINY = set_arguments(TINY_OVERRIDES)  # the budget the compiled Argo workflow runs with too
 # The published artifacts whose purpose is to hold document text (paths under artifacts/runs/<run id>/).
 # Everything else the run writes (logs, records, metrics, other artifacts, the registry) must not.
 TEXT_ARTIFACTS = {

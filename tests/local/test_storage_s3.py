@@ -11,17 +11,34 @@ from steps.common.storage import (
     ArtifactStore,
     CorruptArtifact,
     S3Settings,
+    StorageError,
     StorageSettings,
 )
 
 
-def _store(endpoint: str, bucket: str, threshold_mb: int = 5) -> ArtifactStore:
+def _store(endpoint: str, bucket: str, threshold_mb: int = 5, kms_key_arn: str | None = None) -> ArtifactStore:
     settings = StorageSettings(
         artifact_root=f"s3://{bucket}/eurolora",
         s3=S3Settings(endpoint_url=endpoint, region="eu-central-1", addressing_style="path",
-                      multipart_threshold_mb=threshold_mb),
+                      multipart_threshold_mb=threshold_mb, kms_key_arn=kms_key_arn),
     )
     return ArtifactStore(settings, ResidencyPolicy())
+
+
+def test_a_killed_publishs_staging_objects_are_removed_by_the_next_publish(moto_server: str, s3_bucket: str,
+                                                                          tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    prefix = "eurolora/runs/r1/generate_qa/qa/"
+    # A publish SIGKILLed after uploading to staging leaves these; a neighbour's staging is not ours.
+    client.put_object(Bucket=s3_bucket, Key=prefix + ".staging-dead/qa_train.jsonl", Body=b"half")
+    client.put_object(Bucket=s3_bucket, Key="eurolora/runs/r1/ingest/chunks/.staging-beef/c", Body=b"x")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "qa_train.jsonl").write_text("{}")
+    _store(moto_server, s3_bucket).publish_dir(src, f"s3://{s3_bucket}/{prefix}")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == ["eurolora/runs/r1/generate_qa/qa/MANIFEST.json", "eurolora/runs/r1/generate_qa/qa/qa_train.jsonl",
+                    "eurolora/runs/r1/ingest/chunks/.staging-beef/c"]
 
 
 def test_s3_publish_materialize_with_multipart(moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
@@ -100,3 +117,42 @@ def test_s3_outage_becomes_transient_error_after_bounded_retries(tmp_path: Path,
     )
     with pytest.raises(TransientError, match="unreachable after 2 attempts"):
         ArtifactStore(settings, ResidencyPolicy()).read_manifest("s3://gone/x/a")
+
+
+def test_every_write_asks_for_sse_kms_with_the_configured_key_and_reads_check_it(
+        moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    kms = boto3.client("kms", endpoint_url=moto_server, region_name="eu-central-1")
+    key_arn = kms.create_key(Description="eurolora artifacts")["KeyMetadata"]["Arn"]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(b"\1" * (5 * 1024 * 1024 + 1))  # multipart upload, then a multipart copy
+    (src / "small.json").write_text("{}")
+    store = _store(moto_server, s3_bucket, kms_key_arn=key_arn)
+    uri = f"s3://{s3_bucket}/eurolora/runs/r1/judge/report"
+    store.publish_dir(src, uri)
+    store.write_bytes(f"{uri}-notes.txt", b"notes")
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="eu-central-1")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert len(keys) == 4
+    for key in keys:
+        head = client.head_object(Bucket=s3_bucket, Key=key)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn), key
+    assert (store.materialize(uri, tmp_path / "cache") / "small.json").read_text() == "{}"
+
+    # An object rewritten by something that did not ask for the key (same bytes, same digest) is refused.
+    client.put_object(Bucket=s3_bucket, Key="eurolora/runs/r1/judge/report/small.json", Body=b"{}")
+    with pytest.raises(StorageError, match="small.json is not encrypted with the configured KMS key"):
+        store.materialize(uri, tmp_path / "cache2")
+    other_key = kms.create_key(Description="someone else's")["KeyMetadata"]["Arn"]
+    client.put_object(Bucket=s3_bucket, Key="eurolora/runs/r1/judge/report/MANIFEST.json", Body=b"{}",
+                      ServerSideEncryption="aws:kms", SSEKMSKeyId=other_key)
+    with pytest.raises(StorageError, match="MANIFEST.json is not encrypted with the configured KMS key"):
+        store.read_manifest(uri)
+
+
+def test_a_kms_key_outside_the_allowed_regions_is_refused_before_any_request(
+        moto_server: str, s3_bucket: str, tmp_path: Path) -> None:
+    store = _store(moto_server, s3_bucket,
+                   kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    with pytest.raises(ResidencyError, match="storage.s3.kms_key_arn"):
+        store.exists(f"s3://{s3_bucket}/eurolora/runs/r1/judge/report")

@@ -92,6 +92,19 @@ def test_pii_is_kept_when_redaction_is_off(tmp_path: Path, count: TokenCounter,
     assert sum(result.stats.pii_redacted.values()) == 0
 
 
+def test_hidden_files_and_editor_leftovers_are_skipped_and_counted_not_quarantined(
+        tmp_path: Path, count: TokenCounter, detector: LanguageDetector) -> None:
+    (tmp_path / "policy.md").write_text(DE * 2, encoding="utf-8")
+    for leftover in ("policy.md~", ".policy.md.swp", "#policy.md#", ".#policy.md", ".DS_Store", "policy.md.bak",
+                     ".git/HEAD", ".obsidian/workspace.txt"):
+        (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / leftover).write_bytes(b"")  # empty: as documents they would be quarantined `empty`
+    result = _ingest(tmp_path, count, detector)
+    assert result.quarantine == []
+    assert result.stats.files_skipped == 8 and result.stats.documents == 1
+    assert sum(result.stats.files_by_format.values()) == 1
+
+
 def test_only_allowed_languages_pass(tmp_path: Path, count: TokenCounter, detector: LanguageDetector) -> None:
     (tmp_path / "de.txt").write_text(DE * 2, encoding="utf-8")
     result = _ingest(tmp_path, count, LanguageDetector(["en"]), languages=["en"])

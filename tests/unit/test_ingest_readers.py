@@ -51,7 +51,9 @@ def _tar_bytes() -> bytes:
     ("blank.txt", b"  \n\t\n", Reason.EMPTY),
     ("image.md", PNG, Reason.BINARY),
     ("controls.txt", b"abc" + bytes(range(1, 9)) * 20, Reason.BINARY),
-    ("latin1.txt", "Café à Paris, große Straße".encode("latin-1"), Reason.INVALID_UTF8),
+    # Neither UTF-8 nor any legacy encoding reads these bytes cleanly: UTF-8 with stray Latin-1 inside.
+    ("mixed.txt", "Grüße aus der ".encode() + "Größe".encode("latin-1"), Reason.UNDETECTED_ENCODING),
+    ("high-bytes.md", bytes(range(0x80, 0x100)) * 4, Reason.UNDETECTED_ENCODING),
     ("utf16.txt", "Hallo Welt".encode("utf-16"), Reason.INVALID_UTF8),
     ("bundle.txt", _zip_bytes(), Reason.ARCHIVE),
     ("bundle.md", _tar_bytes(), Reason.ARCHIVE),
@@ -67,6 +69,40 @@ def test_hostile_files_are_quarantined(tmp_path: Path, name: str, content: bytes
     path = tmp_path / name
     path.write_bytes(content)
     assert _reason(path) == reason
+
+
+@pytest.mark.parametrize(("name", "text", "encoding", "detected"), [
+    ("urlaub.txt", "Die Mitarbeiterin beantragt Überstunden bis zum 15. März; Urlaubsanträge gehen an die "
+                   "Personalabteilung. Größere Beträge über 100 € zeichnet die Leitung ab.", "cp1252", "cp1252"),
+    ("conges.md", "# Congés\n\nL'employé déclare ses congés à l'avance ; la société rembourse les frais de "
+                  "déplacement et l'hôtel.", "iso8859_15", "cp1252"),  # same bytes, same text in both
+    ("reise.html", "<html><body><main><p>Reisekosten: Übernachtung in Köln, Frühstück inbegriffen.</p>"
+                   "</main></body></html>", "iso8859_15", "cp1252"),
+    ("urlop.txt", "Pracownik musi złożyć wniosek o urlop z wyprzedzeniem; zwrot kosztów podróży służbowej.",
+     "cp1250", "cp1250"),
+    ("kurz.txt", "Café à Paris, große Straße", "latin-1", "cp1252"),
+])
+def test_legacy_encodings_are_detected_recorded_and_read_without_damage(
+        tmp_path: Path, name: str, text: str, encoding: str, detected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    (document,) = _read(path)
+    assert isinstance(document, SourceDocument), document
+    assert document.encoding == detected
+    for word in ("Überstunden", "déclare", "Übernachtung", "złożyć", "große"):
+        if word in text:
+            assert word in document.text
+
+
+def test_utf8_stays_utf8_and_a_line_of_jsonl_must_be_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "a.md"
+    path.write_text("Grüße, l'été", encoding="utf-8")
+    assert _read(path)[0].encoding == "utf-8"
+
+
+def test_the_legacy_encodings_setting_names_real_codecs() -> None:
+    with pytest.raises(ValueError, match="unknown encodings \\['latin-9x'\\]"):
+        IngestSettings(legacy_encodings=["cp1252", "latin-9x"])
 
 
 def _encrypted_pdf(tmp_path: Path, user_password: str) -> Path:

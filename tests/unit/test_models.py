@@ -6,7 +6,7 @@ import pytest
 
 from steps.common.engines.base import EngineSettings
 from steps.common.models import file_sha256, in_process_models
-from steps.common.storage import sha256_file
+from steps.common.manifest import sha256_file
 from steps.generate_qa.settings import GenerateQASettings
 from steps.judge.settings import JudgeSettings
 

@@ -93,6 +93,15 @@ def test_the_policy_regions(tmp_path: Path, region: str, allowed: bool) -> None:
         assert problem.startswith("residency.allowed_regions:") and f"not EU/EEA regions: [{region!r}]" in problem
 
 
+@pytest.mark.parametrize(("arn", "allowed"), [
+    ("arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+    ("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", False),
+    ("arn:aws:kms:eu-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", False),  # London
+])
+def test_the_kms_key_is_checked_by_its_region(tmp_path: Path, arn: str, allowed: bool) -> None:
+    _assert_decision(_load(tmp_path, f"storage.s3.kms_key_arn={arn}"), "storage.s3.kms_key_arn", arn, allowed)
+
+
 def test_every_problem_is_reported_at_once_with_its_key(tmp_path: Path) -> None:
     problems = _load(
         tmp_path,

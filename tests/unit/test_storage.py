@@ -66,6 +66,38 @@ def test_republish_replaces_atomically(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "art" / MANIFEST_NAME).read_text())["files"].keys() == {"v.txt"}
 
 
+def test_a_killed_publishs_staging_is_removed_by_the_next_publish_to_that_place(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    uri = (tmp_path / "art").as_uri()
+    # What a publish SIGKILLed mid-copy or mid-swap leaves: a staging copy and a moved-aside old version.
+    for leftover in (".art.tmp-deadbeef", ".art.old-deadbeef"):
+        (tmp_path / leftover).mkdir()
+        (tmp_path / leftover / "v.txt").write_text("half")
+    (tmp_path / ".other.tmp-cafe").mkdir()  # another artifact's staging: not ours to remove
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "v.txt").write_text("whole")
+    store.publish_dir(src, uri)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".other.tmp-cafe"]
+    assert (tmp_path / "art" / "v.txt").read_text() == "whole"
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/outside.txt", "a/../../outside.txt", "a\\..\\..\\x",
+                                  "", "."])
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path: Path, name: str) -> None:
+    store = _store(tmp_path)
+    uri = (tmp_path / "art").as_uri()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "v.txt").write_text("v")
+    store.publish_dir(src, uri)
+    manifest = json.loads((tmp_path / "art" / MANIFEST_NAME).read_text())
+    manifest["files"][name] = manifest["files"]["v.txt"]
+    (tmp_path / "art" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifact, match="outside the artifact's folder"):
+        store.materialize(uri, tmp_path / "cache")
+
+
 def test_tree_digest_changes_with_content(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -1,0 +1,1 @@
+"""Image families' Dockerfiles, lock files and the checks that build their environments without Docker."""

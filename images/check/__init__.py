@@ -1,0 +1,1 @@
+"""`make images-check`: the image environments built and resolved from their locks (stdlib only)."""
