@@ -115,8 +115,8 @@ class LoadSettings(BaseModel):
     InferenceModelRewrite splits them)."""
 
     model_config = {"extra": "forbid"}
-    enabled: bool = False  # cluster only (see above)
-    target_url: str = ""  # the gateway's OpenAI base URL (`.../v1`), cluster only
+    enabled: bool = False  # cluster only (see above); locally the load always runs
+    target_url: str = ""  # the gateway's OpenAI base URL (`.../v1`), cluster only (not read locally)
     requests_per_interval: int = Field(20, ge=1, le=10_000)  # spread evenly over the interval
     concurrency: int = Field(4, ge=1, le=64)
     max_tokens: int = Field(4, ge=1, le=256)
@@ -215,9 +215,6 @@ class CanarySettings(BaseModel):
         if not self.replicas and not self.replica_dns:
             raise ValueError("canary needs its replicas: list them in canary.replicas or name a headless "
                              "Service in canary.replica_dns (host:port)")
-        if self.routing == "local" and self.load.target_url:
-            raise ValueError("canary.load.target_url is for a cluster's gateway: locally the canary addresses "
-                             "the champion and the challenger on the replicas itself (routing: local)")
         if self.routing == "inference_model_rewrite" and not self.replica_adapter_dir:
             raise ValueError("canary.routing=inference_model_rewrite needs canary.replica_adapter_dir (where "
                              "the replicas' adapter-sync sidecar puts adapters, e.g. /adapters)")
