@@ -34,8 +34,8 @@ changes), shadow.py, state.py, report.py. A state record in the artifact store m
 disabled, or champion moved since promote: `decision="skipped"` and nothing is touched.
 """
 
-# Hera (about a second to import) only for the step itself: `python -m steps.canary.adapter_sync` (the vLLM
-# pods' sidecar and readiness probe) and `steps.canary.settings` (read by every config load) import this
+# Hera (about a second to import) only for the step itself: `python -m pipelines.serving.adapter_sync` (the
+# vLLM pods' sidecar and readiness probe) and `steps.canary.settings` (read by every config load) import this
 # package too.
 _STEP_NAMES = ("CanaryInputs", "CanaryOutputs", "run", "UI_REPORT_ENV")
 

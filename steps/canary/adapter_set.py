@@ -1,7 +1,7 @@
 """The declarative adapter set of a serving deployment: which adapters every replica must serve.
 
 Stored as `adapters.json` in a ConfigMap (manifests/serving/10-adapter-set.yaml) that the replicas
-mount: their adapter-sync sidecar (steps/canary/adapter_sync.py) downloads every listed adapter from
+mount: their adapter-sync sidecar (pipelines/serving/adapter_sync.py) downloads every listed adapter from
 the EU bucket and loads it, so a restarted pod comes back with the same set. The canary step edits it
 (read, modify, merge-patch with the read resourceVersion: a compare-and-set, retried on conflict):
 the challenger is added before it is loaded, the losing adapter removed after it was unloaded.

@@ -1,8 +1,8 @@
 """The canary step's typed inputs and outputs and its `run()` (the package docstring says what it does).
 
 Imported only when the step runs or is compiled: `steps.canary` itself stays free of Hera, so the serving
-pods' readiness probe (`python -m steps.canary.adapter_sync ready`, every 10 s) starts in a fraction of the
-time.
+pods' readiness probe (`python -m pipelines.serving.adapter_sync ready`, every 10 s) starts in a fraction of
+the time.
 """
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipelines.config import CONFIG_DIR, load_config
+from pipelines.serving.flags import SERVER_ENV, SERVER_MODULE, deployment_args
 from steps.canary.adapter_set import CONFIG_KEY, AdapterSet
 from steps.canary.routing import POOL_GROUP, REWRITE_API
 from steps.canary.settings import CanarySettings
@@ -77,16 +78,25 @@ def test_strict_validation_catches_a_misspelled_field() -> None:
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
-def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
+def test_vllm_runs_with_the_flags_and_env_of_the_local_server() -> None:
+    """One source (pipelines/serving/flags.py) for the Deployment and `eurolora run`'s local vLLM."""
     vllm = _containers()["vllm"]
-    argv = [*vllm["command"], *vllm["args"]]
-    assert argv[:2] == ["vllm", "serve"] and "--enable-lora" in argv
+    assert vllm["command"] == ["python", "-m", SERVER_MODULE]
+    assert vllm["args"] == deployment_args()
+    plain_env = {e["name"]: e["value"] for e in vllm["env"] if "value" in e}
+    assert plain_env == {**SERVER_ENV, "HOME": plain_env["HOME"]}
+    assert f"--port={vllm['ports'][0]['containerPort']}" in vllm["args"]
+
+
+def test_vllm_serves_multi_lora_with_runtime_updates_offline() -> None:
+    argv = _containers()["vllm"]["args"]
+    assert "--enable-lora" in argv
     flags = dict(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     assert int(flags["--max-loras"]) >= 2  # champion + challenger
     # Every rank the finetune step may train is servable, and no larger one is reserved on the GPU.
     (max_rank,) = [m.le for m in LoraProfile.model_fields["r"].metadata if getattr(m, "le", None) is not None]
     assert int(flags["--max-lora-rank"]) == max_rank
-    env = _env(vllm)
+    env = _env(_containers()["vllm"])
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     for key, value in {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
                        "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
@@ -149,12 +159,13 @@ def test_adapter_set_is_declarative_and_restarted_pods_restore_it() -> None:
     for name in ("fetch", "adapter-sync", "vllm"):
         mounts = {m["name"]: m["mountPath"] for m in containers[name]["volumeMounts"]}
         command = containers[name]["command"] if name != "vllm" else containers[name]["readinessProbe"]["exec"]["command"]
-        assert command[:3] == ["python", "-m", "steps.canary.adapter_sync"]
+        assert command[:3] == ["python", "-m", "pipelines.serving.adapter_sync"]
         assert command[command.index("--config") + 1] == f"{mounts['adapter-set']}/{CONFIG_KEY}"
     assert containers["fetch"]["command"][3] == "fetch" and "restartPolicy" not in containers["fetch"]
     assert containers["adapter-sync"]["command"][3] == "run" and containers["adapter-sync"]["restartPolicy"] == "Always"
     assert containers["vllm"]["readinessProbe"]["exec"]["command"][3] == "ready"
-    assert containers["vllm"]["command"][2] == "/models/base"
+    vllm_mounts = {m["name"]: m["mountPath"] for m in containers["vllm"]["volumeMounts"]}
+    assert f"--model={vllm_mounts['models']}/base" in containers["vllm"]["args"]
 
 
 def test_routing_splits_between_versioned_adapters_of_one_pool() -> None:

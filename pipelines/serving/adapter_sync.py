@@ -2,14 +2,14 @@
 
 Runs inside the vLLM pod (manifests/serving/20-vllm-deployment.yaml), from the eurolora-cpu image:
 
-    python -m steps.canary.adapter_sync fetch --config F --adapters /adapters --models /models
+    python -m pipelines.serving.adapter_sync fetch --config F --adapters /adapters --models /models
         init container: downloads the base model and every listed adapter from the EU bucket (verified
         against their manifests) and links them as /models/base and /adapters/<name>.
-    python -m steps.canary.adapter_sync run --config F --adapters /adapters --url http://127.0.0.1:8000/v1
+    python -m pipelines.serving.adapter_sync run --config F --adapters /adapters --url http://127.0.0.1:8000/v1
         native sidecar: every --interval seconds re-reads the set (the kubelet updates the mounted
         ConfigMap), fetches new adapters and loads every listed one into vLLM (/v1/load_lora_adapter,
         idempotent). It never unloads: the canary step does, after its drain period.
-    python -m steps.canary.adapter_sync ready --config F --url http://127.0.0.1:8000/v1
+    python -m pipelines.serving.adapter_sync ready --config F --url http://127.0.0.1:8000/v1
         vLLM's readiness probe: exit 0 once /health answers and every champion adapter is served, so a
         restarted pod takes traffic only with its adapters back (challengers are best effort).
 
@@ -135,7 +135,8 @@ def _check_loopback(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps.canary.adapter_sync", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.serving.adapter_sync",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("fetch", "run", "ready"))
     parser.add_argument("--config", type=Path, required=True, help="the mounted adapters.json")
     parser.add_argument("--adapters", type=Path, default=Path("/adapters"))
