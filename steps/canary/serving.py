@@ -10,7 +10,7 @@ An adapter vLLM refuses raises `ServingError` with vLLM's own reason, never retr
 `--max-lora-rank` or target modules the base model lacks (vLLM answers 500 with its error body), files
 that are missing (404). A served name never changes weights: vLLM lists only the path and refuses a second
 load under a name, so a name it already lists is accepted only with the same path, which the adapter-sync
-sidecar never re-points to other weights (`steps.canary.adapter_sync`). Unloading a name that is not
+sidecar never re-points to other weights (`pipelines.serving.adapter_sync`). Unloading a name that is not
 loaded is a no-op.
 """
 

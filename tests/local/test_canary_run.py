@@ -43,7 +43,6 @@ from steps.common.registry import ADAPTER_URI_TAG, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
-from tests.fixtures.llm_servers import make_random_lora
 
 INTERVAL_S = 3.0
 SETTLE_S = 1.5
@@ -234,8 +233,14 @@ def test_a_latency_slo_the_challenger_cannot_meet_rolls_back_within_one_interval
     assert "rolled_back" in (local_path(outputs.report_uri) / MD_FILE).read_text()
 
 
-def _too_high_rank(base: Path, root: Path) -> Path:
-    return make_random_lora(base, root / "rank-too-high", seed=3, rank=SERVER_FLAGS.max_lora_rank * 2)
+def _too_high_rank(good: Path, root: Path) -> Path:
+    """An adapter declaring twice the server's --max-lora-rank (vLLM checks the declared rank first)."""
+    target = root / "rank-too-high"
+    shutil.copytree(good, target)
+    config = json.loads((good / "adapter_config.json").read_text())
+    config.update(r=SERVER_FLAGS.max_lora_rank * 2, lora_alpha=SERVER_FLAGS.max_lora_rank * 4)
+    (target / "adapter_config.json").write_text(json.dumps(config))
+    return target
 
 
 def _other_architecture(good: Path, root: Path) -> Path:
@@ -261,15 +266,15 @@ def _without_config(good: Path, root: Path) -> Path:
 
 
 @pytest.mark.parametrize(("family", "make_bad", "vllm_reason"), [
-    ("canary-rank", lambda base, good, root: _too_high_rank(base, root),
+    ("canary-rank", _too_high_rank,
      f"LoRA rank {SERVER_FLAGS.max_lora_rank * 2} is greater than max_lora_rank {SERVER_FLAGS.max_lora_rank}"),
-    ("canary-arch", lambda base, good, root: _other_architecture(good, root), "expected target modules in"),
-    ("canary-files", lambda base, good, root: _without_config(good, root), "No adapter found"),
+    ("canary-arch", _other_architecture, "expected target modules in"),
+    ("canary-files", _without_config, "No adapter found"),
 ], ids=["rank-above-max", "other-base-model", "missing-files"])
 def test_an_adapter_vllm_refuses_is_rolled_back_with_vllm_s_reason_before_any_traffic(
-        canary_env: Env, world_factory, embedded_model_dir: Path, random_lora_adapters: tuple[Path, Path],
-        tmp_path: Path, family: str, make_bad, vllm_reason: str) -> None:
-    bad = make_bad(embedded_model_dir, random_lora_adapters[1], tmp_path / "bad")
+        canary_env: Env, world_factory, random_lora_adapters: tuple[Path, Path], tmp_path: Path, family: str,
+        make_bad, vllm_reason: str) -> None:
+    bad = make_bad(random_lora_adapters[1], tmp_path / "bad")
     world = world_factory(family, challenger=bad)
     outputs = run(_inputs(world, _settings(canary_env, intervals=3), canary_env))
 

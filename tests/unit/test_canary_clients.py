@@ -8,16 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from steps.canary import adapter_sync
 from steps.canary.adapter_set import CONFIG_KEY, AdapterEntry, AdapterSet, update_adapter_set
 from steps.canary.kube import KubeClient, KubeError
 from steps.canary.prometheus import PrometheusClient, PrometheusError
 from steps.canary.routing import ModelRewriteRouter, model_rewrite_patch
 from steps.canary.serving import AdapterConflict, ReplicaClient, ServingError, adapter_name, root_url
 from steps.canary.settings import KubernetesSettings, MetricsSettings
-from steps.common.contract import RuntimeContext, TransientError, publishing
+from steps.common.contract import TransientError
 from steps.common.residency import ResidencyError, ResidencyPolicy
-from steps.common.storage import StorageSettings
 
 POLICY = ResidencyPolicy(allowed_hosts=["127.0.0.1", "*.svc.cluster.local"],
                          plain_http_hosts=["127.0.0.1", "*.svc.cluster.local"])
@@ -137,8 +135,7 @@ def test_prometheus_window_queries_and_reads_values() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         q, at = request.url.params["query"], request.url.params["time"]
         queries.append((q, at))
-        if q.startswith("sum(inference_objective_request_total") or q.startswith("sum(vllm:request_success_total{"
-                                                                                 'model_name="base",namespace'):
+        if q.startswith(("sum(inference_objective_request_total", 'sum(vllm:request_success_total{model_name="base"')):
             if "finished_reason" in q:  # vLLM's internal errors, born inside the window
                 return httpx.Response(200, json=_vector(2) if at == "1060.000" else _vector())
             return httpx.Response(200, json=_vector(100 if at == "1000.000" else 135))  # errors included
@@ -295,59 +292,3 @@ def test_unreachable_replica_is_transient() -> None:
     with pytest.raises(TransientError):
         client.models()
     assert client.chat("x", "hi", 1)[0] == 0  # plain requests report, never raise
-
-
-# -- the sidecar that keeps a pod's adapters ---------------------------------------------------------------
-def test_adapter_sync_fetches_links_loads_and_reports_readiness(tmp_path: Path, monkeypatch) -> None:
-    context = RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                             residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
-    uris = {}
-    for version in ("3", "4"):
-        with publishing(context, "finetune", f"adapter-{version}") as (out, uri):
-            (out / "adapter_config.json").write_text(json.dumps({"r": int(version)}))
-            (out / "adapter_model.safetensors").write_bytes(version.encode() * 100)
-        uris[version] = uri
-    adapter_set = AdapterSet(family="handbook", adapters=[
-        AdapterEntry(name="handbook-v3", uri=uris["3"], role="champion", version="3"),
-        AdapterEntry(name="handbook-v4", uri=uris["4"], role="challenger", version="4")])
-    dest = tmp_path / "adapters"
-    linked = adapter_sync.fetch(adapter_set, dest)
-    assert json.loads((linked["handbook-v4"] / "adapter_config.json").read_text()) == {"r": 4}
-    assert adapter_sync.fetch(adapter_set, dest) == linked  # idempotent
-    # The set now lists other weights under a linked name: refused, the name keeps its files, the rest syncs.
-    changed = adapter_set.model_copy(update={"adapters": [
-        adapter_set.adapters[0], adapter_set.adapters[1].model_copy(update={"uri": uris["3"]})]})
-    with pytest.raises(adapter_sync.NameConflict, match="handbook-v4 already holds"):
-        adapter_sync.fetch(changed, dest)
-    assert json.loads((dest / "handbook-v4" / "adapter_config.json").read_text()) == {"r": 4}
-
-    server = FakeVLLM()
-    server.loaded.clear()
-    real_client = ReplicaClient
-
-    def fake_client(url: str, policy: ResidencyPolicy, **kwargs: object) -> ReplicaClient:
-        return real_client(url, policy, transport=httpx.MockTransport(lambda r: (
-            httpx.Response(200) if r.url.path == "/health" else server(r))))
-
-    monkeypatch.setattr("steps.canary.serving.ReplicaClient", fake_client)
-    monkeypatch.setattr(adapter_sync, "read_set", lambda path: adapter_set)
-    assert adapter_sync.ready(adapter_set, "http://127.0.0.1:8000/v1") == (
-        False, "champion adapters not loaded: ['handbook-v3']")
-    # The fake only accepts /adapters/... paths; point the sidecar's folder there by name.
-    outcomes = adapter_sync.load_all(adapter_set, Path("/adapters"), "http://127.0.0.1:8000/v1")
-    assert outcomes == {"handbook-v3": "loaded", "handbook-v4": "loaded"}
-    assert adapter_sync.ready(adapter_set, "http://127.0.0.1:8000/v1") == (True, "ready")
-    assert adapter_sync.main(["ready", "--config", "x.json"]) == 0
-    with pytest.raises(SystemExit, match="loopback"):
-        adapter_sync.main(["ready", "--config", "x.json", "--url", "http://vllm.example.com/v1"])
-
-
-def test_the_readiness_probe_imports_no_hera_torch_or_mlflow() -> None:
-    """`python -m steps.canary.adapter_sync ready` runs every 10 s in every vLLM pod: it must start light."""
-    import subprocess
-    import sys
-
-    probe = ("import sys, steps.canary.adapter_sync, steps.canary.serving; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'hera', 'torch', 'mlflow', 'transformers'}))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
