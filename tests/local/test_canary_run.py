@@ -173,7 +173,9 @@ def test_promote_path_measures_each_adapter_and_the_server_and_unloads_the_old_a
     assert outputs.decision == "promoted", outputs.reason
     assert outputs.champion_version == "2"
     report = _report(outputs)
-    assert report["routing"] == {"kind": "client_split", "weights": {champion: 1, challenger: 1}}
+    # The split was the canary's own (half of its requests each); at the end all of them name the challenger.
+    assert f"{{'{champion}': 1, '{challenger}': 1}}" in _event(report, "traffic_shifted")["detail"]
+    assert report["routing"] == {"kind": "client_split", "weights": {challenger: 1}}
     intervals = report["intervals"]
     assert len(intervals) == 2 and all(i["judged"] for i in intervals), intervals
     for interval in intervals:
@@ -218,8 +220,10 @@ def test_a_latency_slo_the_challenger_cannot_meet_rolls_back_within_one_interval
     (interval,) = report["intervals"]  # rolled back after the first interval, not after all four
     assert {c["name"] for c in interval["checks"] if c["status"] == "breach"} == {"e2e_p95"}
     assert interval["challenger"]["e2e_p95_s"] > 0.001
-    shifted, rolled = _event(report, "traffic_shifted")["at"], _event(report, "route_final")["at"]
-    assert rolled - shifted <= INTERVAL_S + SETTLE_S + 10.0, (rolled - shifted, report["events"])
+    # All traffic back on the champion as soon as the breach was found (the interval's own length depends on
+    # the machine's load: its requests in flight are waited for).
+    found, rolled = _event(report, "interval_1")["at"], _event(report, "route_final")["at"]
+    assert 0 <= rolled - found < 2.0, report["events"]
     served = _served(canary_env, world.family)
     assert champion in served and challenger not in served
     assert _event(report, "adapter_unloaded")["at"] - rolled >= settings.drain_s - 0.05
