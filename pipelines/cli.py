@@ -8,7 +8,7 @@ import sys
 COMMAND_MODULES = (
     "pipelines.local.run_command",
     "pipelines.argo.commands",
-    "pipelines.serve.command",
+    "pipelines.serving.command",
     "pipelines.restore_command",
 )
 

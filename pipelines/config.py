@@ -33,14 +33,14 @@ DEFAULT_CONFIG = CONFIG_DIR / "local.yaml"
 
 class LocalServingSettings(BaseModel):
     """The serving stack the local runner starts for the canary step (canary.routing: local):
-    `eurolora serve` with the base model and a Prometheus scraping it, both on 127.0.0.1, stopped after."""
+    vLLM's own server with the base model and a Prometheus scraping it, both on 127.0.0.1, stopped after."""
 
     model_config = {"extra": "forbid"}
     # False: canary.replicas and canary.metrics.prometheus_url point at servers you run yourself.
     managed: bool = True
-    threads: int = Field(1, ge=1, le=64)  # the server's torch threads: leaves a core to load and judge
+    threads: int = Field(1, ge=1, le=64)  # vLLM's OpenMP threads: leaves a core to the canary's load and judge
     scrape_interval_s: float = Field(1.0, gt=0, le=60)
-    start_timeout_s: float = Field(300.0, gt=0)
+    start_timeout_s: float = Field(300.0, gt=0)  # vLLM answers after ~60-80 s on 2 cores
 
 
 class LocalSettings(BaseModel):

@@ -5,6 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.llm_servers",
     "tests.fixtures.mlflow",
-    "tests.fixtures.serve",
     "tests.fixtures.demo_steps",
 ]

@@ -5,7 +5,7 @@ produced, what it tried (no network call by any Python process, recorded by an a
 SIGKILL inside a publish.
 
 The test hooks (tests/fixtures/hooks.py) ride on PYTHONPATH into the CLI, every step process and the canary's
-`eurolora serve`. Prometheus, the one process that is not Python, is covered by the namespace alone (its
+vLLM server. Prometheus, the one process that is not Python, is covered by the namespace alone (its
 config scrapes 127.0.0.1 only).
 """
 
@@ -39,7 +39,7 @@ TINY = [
     "--set", "judge.max_items=4", "--set", "judge.max_new_tokens=24", "--set", "judge.judge_max_new_tokens=64",
     "--set", "judge.gate.bootstrap_samples=200",
     # A gate that passes whatever two training steps produce, so promote moves the champion and the canary
-    # runs against the `eurolora serve` and Prometheus the runner starts (the gate itself is unit-tested).
+    # runs against the vLLM server and Prometheus the runner starts (the gate itself is unit-tested).
     "--set", "judge.gate.min_items=1", "--set", "judge.gate.min_stop_rate=0", "--set", "judge.gate.min_refusal_rate=0",
     "--set", "judge.gate.a_rate_tolerance=1", "--set", "judge.gate.c_rate_tolerance=1",
     "--set", "canary.analysis_interval_s=4", "--set", "canary.intervals=1", "--set", "canary.drain_s=0.5",
@@ -122,9 +122,9 @@ def test_canary_ran_against_the_local_server_and_prometheus(offline_run: dict) -
     assert re.search(rf"canary\W+{canary['decision']}:", offline_run["stdout"])
     # Both processes were stopped with the step (they ran in the offline namespace: look for them by argv).
     serve_port = inputs["replicas"][0].removeprefix("http://127.0.0.1:").removesuffix("/v1")
-    assert (canary_dir / "serve.log").is_file() and (canary_dir / "prometheus" / "prometheus.yml").is_file()
+    assert (canary_dir / "vllm.log").is_file() and (canary_dir / "prometheus" / "prometheus.yml").is_file()
     assert command_lines(str(canary_dir)) == {}
-    assert command_lines(f"pipelines.cli serve --host 127.0.0.1 --port {serve_port} ") == {}
+    assert command_lines(f"--host=127.0.0.1 --port={serve_port}") == {}
 
 
 # A control for the audit hook: a connect that fails (no route) and a hub call whose error is swallowed.
@@ -237,7 +237,7 @@ def test_logs_records_and_registry_carry_no_document_text(offline_run: dict) -> 
 
     scanned = [p for p in _files_of_the_run(offline_run["work"], run_id) if p not in allowed]
     names = {p.name for p in scanned}
-    assert {"log.txt", "serve.log", "prometheus.log", "mlflow.db", "summary.json", "outputs.json"} <= names
+    assert {"log.txt", "vllm.log", "prometheus.log", "mlflow.db", "summary.json", "outputs.json"} <= names
     sources = {str(p): p.read_bytes().decode("utf-8", errors="replace") for p in scanned}
     sources.update({"run stdout": offline_run["stdout"], "run stderr": offline_run["stderr"]})
     registry = _registry_rows(offline_run["work"] / "runs" / "mlflow.db")
