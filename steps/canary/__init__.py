@@ -3,29 +3,35 @@
 Runs after promote moved `champion` to the new version (`when promoted == true`); `previous` is the
 champion it replaced, the baseline. Per the issue:
 
-1. Load the challenger `<family>-v<model_version>` on every ready replica (`/v1/load_lora_adapter`,
-   verified in `/v1/models`; the baseline is loaded too if missing). Locally the step passes the adapter's
-   local folder (materialised from the version's `eurolora.adapter_uri` tag); on a cluster it adds the
-   adapter to the declarative set (ConfigMap) so the replicas' sidecar syncs it from the EU bucket to
-   `<replica_adapter_dir>/<name>`, and passes that path. A few smoke requests go to it directly.
+1. Load the challenger `<family>-v<model_version>` on every ready vLLM replica through vLLM's runtime LoRA
+   API (`/v1/load_lora_adapter`, verified in `/v1/models`; the baseline is loaded too if missing). Locally
+   the step passes the adapter's local folder (materialised from the version's `eurolora.adapter_uri`
+   tag); on a cluster it adds the adapter to the declarative set (ConfigMap) so the replicas' sidecar
+   syncs it from the EU bucket to `<replica_adapter_dir>/<name>`, and passes that path. An adapter vLLM
+   refuses (rank above `--max-lora-rank`, modules the base model lacks, missing files) is rolled back at
+   once with vLLM's reason. A few smoke requests go to both adapters directly.
    With no previous champion the baseline is the base model (`base_model_name`), as in the judge step.
-2. Send `traffic_fraction` of the family's traffic to it: locally a weighted route on every replica
-   (`POST /v1/routes`), on a cluster the InferenceModelRewrite of the Gateway API Inference Extension.
-3. After every analysis interval compare it with the baseline: error rate and p95 TTFT / end-to-end
-   latency from Prometheus (the series are settings: on a cluster the endpoint picker's per-adapter ones,
-   and no TTFT, which no per-adapter series carries there), quality on a sampled shadow set judged as in
-   the judge step. Any breach moves all traffic back at once (within one interval of it), without waiting
-   for a shadow batch still being judged. Locally (`settings.load.enabled`) a small load generator
-   produces the traffic that production gets from users.
+2. Send `traffic_fraction` of the family's traffic to it: on a cluster the InferenceModelRewrite of the
+   Gateway API Inference Extension; locally the canary's own traffic is the split (that share of its
+   requests names the challenger).
+3. After every analysis interval compare it with the baseline, from series that exist: per adapter the
+   error rate and p95 TTFT / end-to-end latency the canary measured on its own streamed requests
+   (locally) or the gateway endpoint picker's per-adapter series (on a cluster; no TTFT there); the
+   server as a whole from vLLM's own series, which carry the base model's name for every request; and
+   quality on a sampled shadow set judged as in the judge step. Any breach moves all traffic back at once
+   (within one interval of it), without waiting for a shadow batch still being judged.
 4. Promote (100% to the challenger, the baseline unloaded after `drain_s`, `challenger` alias removed:
    `champion` stays, `previous` keeps the baseline for a later rollback) or roll back (100% to the
    baseline, `champion` restored to it under the registry's promotion lock and only if it is still the
    challenger, the version tagged `eurolora.decision=rejected` with the reason, challenger unloaded).
 5. Publish the report (`publishing(context, "canary", "report")`: JSON, Markdown, HTML).
 
-A state record in the artifact store makes re-runs converge (steps/canary/state.py). Decisions are
-logged and kept in the report's timeline. Not promoted by promote, canary disabled, or champion moved
-since promote: `decision="skipped"` and nothing is touched.
+Modules: step.py (inputs, outputs, `run`), flow.py (the phases in order), session.py (the run's clients
+and state), prepare.py, analyse.py, finalize.py (the phases), analysis.py (the checks), client_stats.py,
+load.py, prometheus.py (the numbers), serving.py, routing.py, kube.py, adapter_set.py (the systems it
+changes), shadow.py, state.py, report.py. A state record in the artifact store makes re-runs converge
+(state.py). Decisions are logged and kept in the report's timeline. Not promoted by promote, canary
+disabled, or champion moved since promote: `decision="skipped"` and nothing is touched.
 """
 
 # Hera (about a second to import) only for the step itself: `python -m pipelines.serving.adapter_sync` (the

@@ -5,7 +5,9 @@ After every analysis interval `judge_interval` compares the challenger with the 
 - p95 time to first token (where measured) and end to end: above an absolute ceiling, or slower than the
   champion by more than the ratio AND by at least `min_latency_increase_s`;
 - quality (cumulative over the shadow batches judged so far, once `min_items` are in): the challenger's
-  C rate above the champion's by `max_c_rate_increase`, or its A rate below by `max_a_rate_drop`.
+  C rate above the champion's by `max_c_rate_increase`, or its A rate below by `max_a_rate_drop`;
+- the server as a whole (vLLM's own series, every adapter included): its error rate above
+  `server_max_error_rate`, its p95 TTFT or end to end above the `server_max_*` ceilings.
 Any breach rolls back at once. An interval with fewer than `min_samples` challenger answers (or no
 metrics) is not judged; `final_decision` promotes only with enough judged intervals and, when the shadow
 set is on, enough judged items: otherwise it rolls back (fail closed).
@@ -124,9 +126,30 @@ def check_quality(quality: QualityTally, shadow: ShadowSettings) -> Check:
     return Check(name="quality", status="ok", detail=detail)
 
 
+def check_server(server: AdapterStats | None, slo: SLOSettings) -> list[Check]:
+    """The whole server's health; one no_data check when its series could not be read (or none answered)."""
+    if server is None or server.requests <= 0:
+        why = "series not read" if server is None else "no finished request in the window"
+        return [Check(name="server", status="no_data", detail=f"server (vLLM's base-model series): {why}")]
+    rate = server.error_rate or 0.0
+    detail = (f"server error rate {_pct(rate)} ({server.errors:g}/{server.requests:g}), limit "
+              f"{_pct(slo.server_max_error_rate)}")
+    checks = [Check(name="server_error_rate", status="breach" if rate > slo.server_max_error_rate else "ok",
+                    detail=detail)]
+    for name, value, ceiling in (("server_ttft_p95", server.ttft_p95_s, slo.server_max_ttft_p95_s),
+                                 ("server_e2e_p95", server.e2e_p95_s, slo.server_max_e2e_p95_s)):
+        detail = f"{name} {_secs(value)}" + (f", ceiling {_secs(ceiling)}" if ceiling is not None else "")
+        breached = ceiling is not None and value is not None and value > ceiling
+        checks.append(Check(name=name, status="breach" if breached else ("ok" if value is not None else "no_data"),
+                            detail=detail))
+    return checks
+
+
 def judge_interval(challenger: AdapterStats | None, champion: AdapterStats | None, quality: QualityTally,
-                   slo: SLOSettings, shadow: ShadowSettings, ttft_measured: bool = True) -> IntervalJudgement:
-    """All checks of one interval; `challenger`/`champion` None when the metrics could not be read.
+                   slo: SLOSettings, shadow: ShadowSettings, ttft_measured: bool = True,
+                   server: AdapterStats | None = None) -> IntervalJudgement:
+    """All checks of one interval; `challenger`/`champion` None when their numbers could not be read,
+    `server` None when vLLM's whole-server series could not be read (or are not configured).
 
     `ttft_measured` False: the deployment has no per-adapter TTFT series (`canary.metrics.ttft: null`)."""
     checks: list[Check] = []
@@ -153,6 +176,7 @@ def judge_interval(challenger: AdapterStats | None, champion: AdapterStats | Non
                                        "TTFT series on this deployment; e2e_p95 covers latency)"))
         checks.append(check_latency("e2e_p95", challenger.e2e_p95_s, champion.e2e_p95_s if champion else None,
                                     slo.max_e2e_p95_ratio, slo.max_e2e_p95_s, slo.min_latency_increase_s))
+    checks.extend(check_server(server, slo))
     checks.append(check_quality(quality, shadow))
     return IntervalJudgement(checks=checks, judged=judged,
                              breaches=[c.detail for c in checks if c.status == "breach"])

@@ -1,49 +1,48 @@
-"""A small bounded load generator: for local runs and staging only, where no user traffic exists.
+"""The canary's own traffic: a small bounded load of streamed, timed chat requests.
 
-It sends `requests_per_interval` tiny chat requests for model `<family>` (the route, so the configured
-split applies) spread evenly over one interval, at most `concurrency` at a time, across the replicas in
-turn; it stops starting requests at the interval's end and waits for those in flight. The client-side
-counts (status per serving adapter) are kept for the report as a cross-check of the Prometheus numbers.
+Locally it is the only traffic and it does the split: request i names `model_for(i)` (steps/canary/
+routing.py `ClientSplit`) and goes to the replicas in turn. On a staging cluster it names the family and
+goes to the gateway, whose InferenceModelRewrite picks the adapter. `requests_per_interval` requests are
+spread evenly over one interval, at most `concurrency` at a time; no request starts after the interval's
+end, and those in flight are waited for (each one is bounded by the request timeout).
+
+Every answer is recorded under the model it came from (`ClientTally` per model: statuses, time to first
+token, end to end); an answer that names no model (an error) under the model the request named.
 """
 
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, Field
 
+from steps.canary.client_stats import ClientTally
 from steps.canary.serving import ReplicaClient
 from steps.canary.settings import LoadSettings
 
 
 class LoadSummary(BaseModel):
     sent: int = 0
-    by_model: dict[str, dict[str, int]] = Field(default_factory=dict)  # served model -> status -> count
-    failed_without_answer: int = 0  # status 0 or an error answer (no served model known)
+    by_model: dict[str, ClientTally] = Field(default_factory=dict)
 
 
-def generate_load(replicas: list[ReplicaClient], model: str, duration_s: float, settings: LoadSettings,
-                  stop: threading.Event | None = None) -> LoadSummary:
+def generate_load(targets: list[ReplicaClient], model_for: Callable[[int], str], duration_s: float,
+                  settings: LoadSettings, stop: threading.Event | None = None) -> LoadSummary:
     stop = stop or threading.Event()
     n = settings.requests_per_interval
     spacing = duration_s / n
     start = time.monotonic()
     deadline = start + duration_s
-    counts: dict[str, Counter[str]] = {}
     lock = threading.Lock()
     summary = LoadSummary()
 
     def one(i: int) -> None:
-        replica = replicas[i % len(replicas)]
-        prompt = settings.prompts[i % len(settings.prompts)]
-        status, served, _ = replica.chat(model, prompt, settings.max_tokens)
+        model = model_for(i)
+        sample = targets[i % len(targets)].timed_chat(model, settings.prompts[i % len(settings.prompts)],
+                                                      settings.max_tokens)
         with lock:
-            if served:
-                counts.setdefault(served, Counter())[str(status)] += 1
-            else:
-                summary.failed_without_answer += 1
-                counts.setdefault("?", Counter())[str(status)] += 1
+            summary.by_model.setdefault(sample.served or model, ClientTally()).add(sample)
 
     slots = threading.BoundedSemaphore(settings.concurrency)
 
@@ -66,5 +65,4 @@ def generate_load(replicas: list[ReplicaClient], model: str, duration_s: float, 
     remaining = deadline - time.monotonic()
     if remaining > 0:
         stop.wait(remaining)
-    summary.by_model = {model: dict(c) for model, c in sorted(counts.items())}
     return summary

@@ -1,12 +1,15 @@
 """Read the canary's numbers from Prometheus's HTTP API (`GET /api/v1/query`, instant queries at a time).
 
-Which metrics and labels are read is configuration (`MetricsSettings`: one `SeriesSettings` each for
-requests, errors, time to first token and end-to-end latency). Per adapter and analysis window (t0, t1]:
+Which metrics and labels are read is configuration (a `SeriesSet`: one `SeriesSettings` each for
+requests, errors, time to first token and end-to-end latency): the gateway's per-adapter series on a
+cluster (`MetricsSettings` itself), vLLM's whole-server series for the base model (`metrics.server`).
+Per served model and analysis window (t0, t1]:
 - requests and errors: the counters' increase, as the difference of two instant values (`sum(...)` at t1
   minus at t0). Unlike `increase()`, that counts a series born inside the window from zero (a fresh
   adapter's first errors are exactly what must not be missed); a counter reset (replica or endpoint
   picker restart) counts from zero again. The requests counter includes the errors (the endpoint
-  picker's `inference_objective_request_total` counts every routed request).
+  picker's `inference_objective_request_total` counts every routed request, vLLM's
+  `vllm:request_success_total` every finished request whatever its `finished_reason`).
 - p95 time to first token and end to end: `histogram_quantile(q, sum by (le) (rate(<h>_bucket{...}[W])))`
   evaluated at t1 with W = t1 - t0 (whole seconds, rounded up). When that has no answer although the
   window has successful answers (rate() needs two scrapes of a series: a fresh adapter's histogram born
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 
 from steps.canary.analysis import AdapterStats
-from steps.canary.settings import MetricsSettings, SeriesSettings
+from steps.canary.settings import MetricsSettings, SeriesSet, SeriesSettings
 from steps.common.contract import TransientError
 from steps.common.residency import ResidencyPolicy
 
@@ -138,9 +141,8 @@ class PrometheusClient:
         value = result[0][1]
         return None if math.isnan(value) or math.isinf(value) else value
 
-    def window(self, model: str, t0: float, t1: float) -> AdapterStats:
-        """`model`'s requests, errors and p95 latencies in (t0, t1]."""
-        s = self.settings
+    def window(self, s: SeriesSet, model: str, t0: float, t1: float) -> AdapterStats:
+        """`model`'s requests, errors and p95 latencies in (t0, t1], read from the series of `s`."""
         requests = self.increase(s.requests, model, t0, t1)
         errors = self.increase(s.errors, model, t0, t1)
         requests = max(requests, errors)  # errors before routing are not in the requests counter

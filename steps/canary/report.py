@@ -1,7 +1,9 @@
 """The canary report: `canary_report.json` (everything recorded), `canary_report.md` and a self-contained
 `canary_report.html` (inline CSS, no script, no network; every recorded text escaped).
 
-Counts, timings, grades and decisions only: no prompt, question or answer text.
+Counts, timings, grades and decisions only: no prompt, question or answer text. Per interval: the
+challenger's and the champion's numbers (measured by the canary locally, the gateway's on a cluster) and
+the whole server's (vLLM's series for the base model).
 """
 
 import json
@@ -55,13 +57,16 @@ def markdown(state: CanaryState) -> str:
              f"- champion after the canary: version {state.champion_version_after or 'none'}",
              f"- step attempts: {state.attempts}", "",
              ("| interval | judged | challenger requests / errors | champion requests / errors | "
-             "e2e p95 (challenger / champion) | breaches |"), "|---|---|---|---|---|---|"]
+              "e2e p95 (challenger / champion) | server requests / errors, e2e p95 | breaches |"),
+             "|---|---|---|---|---|---|---|"]
     for i in state.intervals:
-        ch, cp = i.challenger, i.champion
+        ch, cp, sv = i.challenger, i.champion, i.server
         lines.append(f"| {i.index} | {'yes' if i.judged else 'no'} | "
                      f"{_num(ch.requests if ch else None, '{:g}')} / {_num(ch.errors if ch else None, '{:g}')} | "
                      f"{_num(cp.requests if cp else None, '{:g}')} / {_num(cp.errors if cp else None, '{:g}')} | "
                      f"{_num(ch.e2e_p95_s if ch else None)} / {_num(cp.e2e_p95_s if cp else None)} | "
+                     f"{_num(sv.requests if sv else None, '{:g}')} / {_num(sv.errors if sv else None, '{:g}')}, "
+                     f"{_num(sv.e2e_p95_s if sv else None)} | "
                      f"{'; '.join(i.breaches) or '-'} |")
     q = state.quality
     lines += ["", (f"Shadow quality: {q.items} items; challenger {q.challenger}, champion {q.champion}, "

@@ -1,7 +1,9 @@
 """Move the adapter family's traffic between adapters. Weights are always set absolutely (idempotent).
 
-- `LocalRouter`: `eurolora serve`'s weighted route named after the family (`POST /v1/routes`), set on
-  every replica. Clients ask for model `<family>`; the route picks `<family>-v<N>` per request.
+- `ClientSplit` (local): the canary's own traffic is the split. It addresses every request to a versioned
+  adapter name itself, the challenger's share of them by weight, in a fixed interleaved order (weights
+  9:1 -> one request in ten, spread out; 1:1 -> every other one). Nothing on the server changes: a vLLM
+  server has no weighted routes, the gateway's endpoint picker does that on a cluster.
 - `ModelRewriteRouter`: the Gateway API Inference Extension's `InferenceModelRewrite` (alpha,
   `inference.networking.x-k8s.io/v1alpha2`): requests for model `<family>` that reach the InferencePool
   are rewritten to one of the versioned adapter names by weight. One merge-patch replaces the rule's
@@ -12,7 +14,6 @@ import logging
 from typing import Any, Protocol
 
 from steps.canary.kube import KubeClient, object_path
-from steps.canary.serving import ReplicaClient, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,38 @@ def live(weights: dict[str, int]) -> dict[str, int]:
     return kept
 
 
-class LocalRouter:
-    def __init__(self, replicas: list[ReplicaClient], route: str, strategy: str = "round_robin") -> None:
-        self.replicas, self.route, self.strategy = replicas, route, strategy
+class ClientSplit:
+    """The split of the canary's own requests (local runs): `model_for(i)` names the model of request i."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
 
     def set_weights(self, weights: dict[str, int]) -> None:
-        wanted = live(weights)
-        for replica in self.replicas:
-            got = replica.set_route(self.route, wanted, self.strategy)
-            if {k: v for k, v in got.get("weights", {}).items() if v} != wanted:
-                raise ServingError(f"replica {replica.name}: route {self.route} is {got.get('weights')} after "
-                                   f"setting {wanted}")
-        log.info("canary: route %s = %s on %d replica(s)", self.route, wanted, len(self.replicas))
+        self.order = interleave(live(weights))
+        log.info("canary: the canary's own requests go to %s", live(weights))
+
+    def model_for(self, index: int) -> str:
+        if not self.order:
+            raise ValueError("no split set yet")
+        return self.order[index % len(self.order)]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "route": self.route, "replicas": [r.base_url for r in self.replicas]}
+        shares = {name: self.order.count(name) for name in dict.fromkeys(self.order)}
+        return {"kind": "client_split", "weights": shares}
+
+
+def interleave(weights: dict[str, int]) -> list[str]:
+    """One cycle of smooth weighted round robin: each name `weight` times, as evenly spread as possible."""
+    total = sum(weights.values())
+    current = dict.fromkeys(weights, 0)
+    order = []
+    for _ in range(total):
+        for name, weight in weights.items():
+            current[name] += weight
+        chosen = max(current, key=lambda name: current[name])
+        current[chosen] -= total
+        order.append(chosen)
+    return order
 
 
 def model_rewrite_patch(family: str, pool: str, weights: dict[str, int]) -> dict[str, Any]:

