@@ -24,20 +24,18 @@ from steps.canary.shadow import ShadowRunner, sample_items
 from steps.canary.state import CanaryState, IntervalRecord, save_state
 from steps.common.contract import RuntimeContext, TransientError
 from steps.common.engines.base import EngineSettings, OpenAISettings
-from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, PREVIOUS, LeaseSettings, Registry
+from steps.common.registry import CHALLENGER, CHAMPION, PREVIOUS, LeaseSettings, Registry
+from steps.common.tags import (
+    ADAPTER_URI_TAG,
+    CANARY_DECISION_TAG,
+    CANARY_REASON_TAG,
+    CANARY_REPORT_TAG,
+    DECISION_TAG,
+    REASON_TAG,
+    clip,
+)
 
 log = logging.getLogger(__name__)
-
-DECISION_TAG = "eurolora.decision"  # as promote writes it: a rolled-back version becomes "rejected"
-REASON_TAG = "eurolora.reason"
-CANARY_DECISION_TAG = "eurolora.canary.decision"
-CANARY_REASON_TAG = "eurolora.canary.reason"
-CANARY_REPORT_TAG = "eurolora.canary.report_uri"
-_MAX_TAG = 4000
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
 
 
 class Canary:
@@ -264,7 +262,7 @@ class Canary:
             return None
         from steps.common.engines import make_engine
         from steps.common.engines.openai_engine import OpenAIEngine
-        from steps.judge.dataset import TEST_FILE
+        from steps.common.qa_dataset import TEST_FILE
 
         qa_dir = self.context.store().materialize(self.qa_uri, self.context.scratch() / "canary" / "qa")
         items = sample_items(Path(qa_dir) / TEST_FILE, s.shadow.size, s.shadow.seed)
@@ -334,7 +332,7 @@ class Canary:
         self.save()
 
     def _tags(self, decision: str) -> dict[str, str]:
-        return {CANARY_DECISION_TAG: decision, CANARY_REASON_TAG: _clip(self.state.reason),
+        return {CANARY_DECISION_TAG: decision, CANARY_REASON_TAG: clip(self.state.reason),
                 CANARY_REPORT_TAG: self.report_uri}
 
     def registry_after_promotion(self) -> None:
@@ -374,7 +372,7 @@ class Canary:
             if self.registry.aliases().get(CHALLENGER) == st.model_version:
                 self.registry.delete_alias(CHALLENGER)
         self.registry.tag_version(st.model_version, {
-            DECISION_TAG: "rejected", REASON_TAG: _clip(f"canary rolled back: {st.reason}"),
+            DECISION_TAG: "rejected", REASON_TAG: clip(f"canary rolled back: {st.reason}"),
             **self._tags("rolled_back")})
 
 

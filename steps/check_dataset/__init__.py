@@ -11,9 +11,9 @@ from hera.workflows.io import Input, Output
 from steps.check_dataset.settings import CheckDatasetSettings
 from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.registry_settings import RegistrySettings
+from steps.common.tags import DATASET_DIGEST_TAG
 
 log = logging.getLogger(__name__)
-DATASET_DIGEST_TAG = "eurolora.dataset_digest"
 
 
 class CheckDatasetInputs(Input):

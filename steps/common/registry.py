@@ -32,6 +32,8 @@ from pydantic import BaseModel, Field
 from steps.common.contract import TransientError
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.tags import ADAPTER_URI_TAG  # noqa: F401 - pipelines/serve imports it from here
+from steps.common.tags import LOCK_EXPIRES_TAG, LOCK_OWNER_TAG, LOCK_PURPOSE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
 
-ADAPTER_URI_TAG = "eurolora.adapter_uri"  # our published adapter dir; judge and canary read it from here
 ADAPTER_ARTIFACT_PATH = "adapter"  # where the adapter files live inside the finetune MLflow run
 LOCK_SUFFIX = ".promotion-lock"
-LOCK_OWNER_TAG = "eurolora.lock.owner"
-LOCK_EXPIRES_TAG = "eurolora.lock.expires_at"  # unix seconds, written by the holder's clock
-LOCK_PURPOSE_TAG = "eurolora.lock.purpose"
 
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
 _MISSING_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}

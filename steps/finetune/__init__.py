@@ -13,6 +13,7 @@ from hera.workflows.io import Input, Output
 
 from steps.common.contract import RuntimeContext, publishing, transient_exit
 from steps.common.registry_settings import RegistrySettings
+from steps.common.tags import BASE_MODEL_TAG, DATASET_DIGEST_TAG, MODE_TAG, PIPELINE_RUN_ID_TAG, STEP_TAG
 from steps.finetune.settings import FinetuneSettings
 
 
@@ -38,7 +39,7 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     from transformers import AutoTokenizer
 
     from steps.common.models import resolve_model_dir
-    from steps.common.registry import ADAPTER_URI_TAG
+    from steps.common.tags import ADAPTER_URI_TAG
     from steps.finetune import data, trainer
     from steps.finetune.tracking import flatten, tracked_run
 
@@ -63,9 +64,8 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
                 "finetune.max_seq_len")
         splits[split] = data.build_dataset(examples)
 
-    tags = {"eurolora.step": "finetune", "eurolora.pipeline_run_id": context.run_id,
-            "eurolora.base_model": inputs.base_model, "eurolora.dataset_digest": dataset_digest,
-            "eurolora.mode": run_plan.mode}
+    tags = {STEP_TAG: "finetune", PIPELINE_RUN_ID_TAG: context.run_id, BASE_MODEL_TAG: inputs.base_model,
+            DATASET_DIGEST_TAG: dataset_digest, MODE_TAG: run_plan.mode}
     params = {**flatten("", settings.model_dump()), "device": run_plan.device, "mode": run_plan.mode,
               "train_examples": stats["train"].examples, "val_examples": stats["val"].examples}
     with tracked_run(inputs.registry, context.residency, f"finetune-{context.run_id}", tags, params) as tracking:

@@ -25,7 +25,6 @@ from steps.judge.settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "eval_metrics.json"
 ITEMS_FILE = "items.jsonl"
 ITEMS_TABLE_FILE = "items.csv"
 REPORT_FILE = "report.html"
@@ -55,7 +54,8 @@ class JudgeOutputs(Output):
 
 def _champion(inputs: JudgeInputs) -> tuple[str | None, str | None]:
     """(champion version, its local adapter folder), or (None, None) when no champion exists yet."""
-    from steps.common.registry import ADAPTER_URI_TAG, CHAMPION, Registry
+    from steps.common.registry import CHAMPION, Registry
+    from steps.common.tags import ADAPTER_URI_TAG
 
     info = Registry(inputs.registry, inputs.context.residency).alias_version(CHAMPION)
     if info is None:
@@ -77,7 +77,7 @@ def _copy_for_argo_ui(report: Path) -> None:
 @transient_exit
 def run(inputs: JudgeInputs) -> JudgeOutputs:
     from steps.common.engines import make_engine
-    from steps.judge.dataset import TEST_FILE, load_items
+    from steps.common.qa_dataset import TEST_FILE, load_pairs
     from steps.judge.evaluate import evaluate
     from steps.judge.publish import publish_results
     from steps.judge.records import measure
@@ -86,7 +86,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
     context, settings = inputs.context, inputs.settings
     store = context.store()
     qa_dir = store.materialize(inputs.qa_uri, context.scratch() / "qa")
-    items = load_items(qa_dir / TEST_FILE, settings.max_items, settings.gate.seed)
+    items = load_pairs(qa_dir / TEST_FILE, settings.max_items, settings.gate.seed)
     candidate_dir = store.materialize(inputs.adapter_uri, context.scratch() / "adapters")
     champion_version, champion_dir = _champion(inputs)
     log.info("judging %d test items; champion: %s", len(items),

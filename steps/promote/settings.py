@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from steps.common.backup import BackupSettings
+from steps.common.backup_records import BackupSettings
 from steps.common.registry import LeaseSettings
 
 

@@ -9,21 +9,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from steps.common.backup import (
-    BACKUP_ERROR_TAG,
-    BACKUP_INDEX_VERSION_TAG,
-    BACKUP_TAG,
-    BACKUP_URI_TAG,
-    INDEX_NAME,
-    BackupError,
-    BackupSettings,
-    BackupStore,
-    backup_ref,
-)
+from steps.common.backup_records import INDEX_NAME, BackupError, BackupSettings, backup_ref
+from steps.common.backup_store import BackupStore
 from steps.common.contract import RuntimeContext
 from steps.common.registry import Registry
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.storage import MANIFEST_NAME, S3Settings, StorageSettings, join_uri
+from steps.common.tags import BACKUP_ERROR_TAG, BACKUP_INDEX_VERSION_TAG, BACKUP_TAG, BACKUP_URI_TAG
 from steps.promote import run
 from tests.fixtures.mlflow import (
     make_finetune_run,

@@ -34,7 +34,8 @@ from steps.canary.settings import CanarySettings
 from steps.canary.state import load_state
 from steps.common.contract import RuntimeContext, publishing
 from steps.common.engines.base import EngineSettings, OpenAISettings
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path

@@ -7,25 +7,16 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.local.processes import free_port
-from steps.common.backup import (
-    BACKUP_ERROR_TAG,
-    BACKUP_TAG,
-    BackupRecord,
-    BackupSettings,
-    BackupStore,
-    RestoreError,
-    artifact_problem,
-    backup_location,
-    backup_ref,
-    bucket_region,
-    restore_version,
-)
+from steps.common.backup_records import BackupRecord, BackupSettings, backup_location, backup_ref
+from steps.common.backup_store import BackupStore, bucket_region
 from steps.common.contract import RuntimeContext
 from steps.common.errors import TransientError
 from steps.common.registry import LeaseSettings, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.restore import RestoreError, artifact_problem, restore_version
 from steps.common.storage import S3Settings, StorageSettings
+from steps.common.tags import BACKUP_ERROR_TAG, BACKUP_TAG
 from steps.promote import run
 from steps.promote.settings import PromoteSettings
 from tests.fixtures.mlflow import (

@@ -9,7 +9,8 @@ from steps.canary.flow import begin_state
 from steps.canary.settings import CanarySettings
 from steps.canary.state import CanaryState, load_state, save_state
 from steps.common.contract import RuntimeContext
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings

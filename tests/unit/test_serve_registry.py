@@ -10,7 +10,8 @@ from pipelines.config import load_config
 from pipelines.serve.command import handle, register
 from pipelines.serve.registry_adapters import RegistryAdaptersError, registry_adapters
 from steps.common.contract import RuntimeContext, publishing
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import local_path
 
