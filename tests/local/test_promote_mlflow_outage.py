@@ -20,9 +20,10 @@ import pytest
 
 from pipelines.local.processes import free_port
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
-from steps.common.registry import LOCK_EXPIRES_TAG, LOCK_SUFFIX, LeaseSettings
+from steps.common.promotion_lock import LOCK_SUFFIX, LeaseSettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings
+from steps.common.tags import LOCK_EXPIRES_TAG
 from steps.promote import PromoteInputs, run
 from tests.fixtures.hooks import Pause, hooked_env
 from tests.fixtures.leaks import PLANTED_SECRETS, files_under, leaked_secrets
