@@ -47,8 +47,9 @@ def _restore(args: argparse.Namespace, config: Any) -> int:
     import tempfile
     from pathlib import Path
 
-    from steps.common.backup import BackupStore, RestoreError, restore_version
+    from steps.common.backup_store import BackupStore
     from steps.common.registry import Registry
+    from steps.common.restore import RestoreError, restore_version
     from steps.common.storage import ArtifactStore
 
     registry = Registry(config.registry, config.residency)

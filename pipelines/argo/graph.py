@@ -14,7 +14,7 @@ from pipelines.argo.stepio import (
     step_io,
     task_name,
 )
-from pipelines.code_version import pipeline_code_version
+from pipelines.cache_key import pipeline_code_version
 from pipelines.config import PipelineConfig
 from pipelines.spec import FromConfig, FromStep, Node, Pipeline
 from steps.common.contract import RuntimeContext

@@ -12,9 +12,9 @@ from pipelines.argo.graph import Build
 from pipelines.argo.metrics import step_metrics
 from pipelines.argo.pods import CONTROL_RESOURCES, RunnerWithOutputDefaults, pod_settings
 from pipelines.argo.stepio import StepIO
-from pipelines.code_version import step_code_version
+from pipelines.cache_key import step_code_version
 from pipelines.spec import FromRun
-from steps.judge import UI_REPORT_ENV
+from steps.common.argo_ui import UI_REPORT_ENV
 
 EXIT_DAG = "exit-handler"
 EXIT_TEMPLATE = "record-exit"

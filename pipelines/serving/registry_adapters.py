@@ -17,7 +17,8 @@ class RegistryAdaptersError(ValueError):
 def registry_adapters(config: PipelineConfig, cache_dir: Path) -> dict[str, str]:
     """Served name -> local adapter folder for the champion and the challenger (either may be absent)."""
     from steps.canary.serving import adapter_name
-    from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, Registry
+    from steps.common.registry import CHALLENGER, CHAMPION, Registry
+    from steps.common.tags import ADAPTER_URI_TAG
     from steps.common.storage import ArtifactStore
 
     uri = config.registry.tracking_uri

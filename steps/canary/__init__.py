@@ -37,7 +37,7 @@ disabled, or champion moved since promote: `decision="skipped"` and nothing is t
 # Hera (about a second to import) only for the step itself: `python -m pipelines.serving.adapter_sync` (the
 # vLLM pods' sidecar and readiness probe) and `steps.canary.settings` (read by every config load) import this
 # package too.
-_STEP_NAMES = ("CanaryInputs", "CanaryOutputs", "run", "UI_REPORT_ENV")
+_STEP_NAMES = ("CanaryInputs", "CanaryOutputs", "run")
 
 
 def __getattr__(name: str) -> object:

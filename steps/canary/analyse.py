@@ -129,7 +129,7 @@ def shadow_runner(canary: Canary) -> ShadowRunner | None:
         return None
     from steps.common.engines import make_engine
     from steps.common.engines.openai_engine import OpenAIEngine
-    from steps.judge.dataset import TEST_FILE
+    from steps.common.qa_dataset import TEST_FILE
 
     qa_dir = canary.context.store().materialize(canary.qa_uri, canary.context.scratch() / "canary" / "qa")
     items = sample_items(Path(qa_dir) / TEST_FILE, s.shadow.size, s.shadow.seed)

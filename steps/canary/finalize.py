@@ -11,18 +11,9 @@ Every step is absolute or a compare-and-set, so a re-run after a crash converges
 import time
 
 from steps.canary.session import Canary
-from steps.common.registry import CHALLENGER, CHAMPION, PREVIOUS, LeaseSettings
-
-DECISION_TAG = "eurolora.decision"  # as promote writes it: a rolled-back version becomes "rejected"
-REASON_TAG = "eurolora.reason"
-CANARY_DECISION_TAG = "eurolora.canary.decision"
-CANARY_REASON_TAG = "eurolora.canary.reason"
-CANARY_REPORT_TAG = "eurolora.canary.report_uri"
-_MAX_TAG = 4000
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
+from steps.common.promotion_lock import LeaseSettings, PromotionLock
+from steps.common.registry import CHALLENGER, CHAMPION, PREVIOUS
+from steps.common.tags import CANARY_DECISION_TAG, CANARY_REASON_TAG, CANARY_REPORT_TAG, DECISION_TAG, REASON_TAG, clip
 
 
 def route_to_champion(canary: Canary) -> None:
@@ -70,7 +61,7 @@ def finalize(canary: Canary) -> None:
 
 
 def _tags(canary: Canary, decision: str) -> dict[str, str]:
-    return {CANARY_DECISION_TAG: decision, CANARY_REASON_TAG: _clip(canary.state.reason),
+    return {CANARY_DECISION_TAG: decision, CANARY_REASON_TAG: clip(canary.state.reason),
             CANARY_REPORT_TAG: canary.report_uri}
 
 
@@ -91,11 +82,12 @@ def registry_after_rollback(canary: Canary) -> None:
     model), only if it still is the challenger."""
     st, registry = canary.state, canary.registry
     lease = LeaseSettings(ttl_s=canary.s.lock_ttl_s, wait_s=canary.s.lock_wait_s)
-    with registry.lock(lease, purpose="canary-rollback") as held:
+    promotion = PromotionLock(registry)
+    with promotion.lock(lease, purpose="canary-rollback") as held:
         current = registry.alias_version(CHAMPION)
         current_version = current.version if current else None
         if current_version == st.model_version:
-            registry.confirm(held)
+            promotion.confirm(held)
             if st.baseline_version is None:
                 registry.delete_alias(CHAMPION)
             else:
@@ -112,5 +104,5 @@ def registry_after_rollback(canary: Canary) -> None:
         if registry.aliases().get(CHALLENGER) == st.model_version:
             registry.delete_alias(CHALLENGER)
     registry.tag_version(st.model_version, {
-        DECISION_TAG: "rejected", REASON_TAG: _clip(f"canary rolled back: {st.reason}"),
+        DECISION_TAG: "rejected", REASON_TAG: clip(f"canary rolled back: {st.reason}"),
         **_tags(canary, "rolled_back")})

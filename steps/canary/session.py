@@ -18,7 +18,8 @@ from steps.canary.settings import CanarySettings
 from steps.canary.state import CanaryState, save_state
 from steps.common.contract import RuntimeContext
 from steps.common.engines.base import EngineSettings
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
+from steps.common.tags import ADAPTER_URI_TAG
 
 log = logging.getLogger(__name__)
 

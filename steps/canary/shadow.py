@@ -1,5 +1,5 @@
 """Quality on a sampled shadow set, judged exactly as the judge step judges (its rubric, schema, fail-closed
-parsing from steps/judge/verdicts.py).
+parsing from steps/common/grading.py).
 
 A seeded sample of `qa_test.jsonl` is split into one batch per analysis interval. Each batch is answered
 by both adapters through a replica (by served name, not through the route: users never see these
@@ -23,10 +23,8 @@ from pydantic import BaseModel
 from steps.canary.analysis import QualityTally
 from steps.canary.settings import ShadowSettings
 from steps.common.engines.base import Engine
-from steps.judge.checks import refusal_ok
-from steps.judge.dataset import QAItem, load_items
-from steps.judge.evaluate import answer_request
-from steps.judge.verdicts import Verdict, parse_verdict, verdict_request
+from steps.common.grading import Verdict, answer_request, parse_verdict, refusal_ok, verdict_request
+from steps.common.qa_dataset import QAPair, load_pairs
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +38,9 @@ class ShadowItem(BaseModel):
     champion_error: str | None = None
 
 
-def sample_items(path: Path, size: int, seed: int) -> list[QAItem]:
+def sample_items(path: Path, size: int, seed: int) -> list[QAPair]:
     """A seeded sample of at most `size` test items (all of them when the set is smaller)."""
-    return load_items(path, max_items=size, seed=seed)
+    return load_pairs(path, max_items=size, seed=seed)
 
 
 def split_batches(n_items: int, batches: int) -> list[range]:
@@ -50,7 +48,7 @@ def split_batches(n_items: int, batches: int) -> list[range]:
     return [range(k * per, min(n_items, (k + 1) * per)) for k in range(batches)]
 
 
-def judge_batch(batch: int, indices: range, items: list[QAItem], answerer: Engine, judge: Engine,
+def judge_batch(batch: int, indices: range, items: list[QAPair], answerer: Engine, judge: Engine,
                 names: dict[str, str], settings: ShadowSettings,
                 stop: threading.Event | None = None) -> list[ShadowItem]:
     """Answers from both adapters, one verdict each; unusable ones count against the challenger.
@@ -87,7 +85,7 @@ class ShadowRunner:
 
     The runner owns both engines and closes them when its thread ends (after the batch in progress)."""
 
-    def __init__(self, items: list[QAItem], batches: int, answerer: Engine, judge: Engine,
+    def __init__(self, items: list[QAPair], batches: int, answerer: Engine, judge: Engine,
                  names: dict[str, str], settings: ShadowSettings) -> None:
         self.items = items
         self.ranges = split_batches(len(items), batches)

@@ -12,7 +12,9 @@ from typing import Any
 from hera.workflows.io import Input, Output
 
 from steps.common.contract import RuntimeContext, publishing, transient_exit
+from steps.common.qa_dataset import split_file
 from steps.common.registry_settings import RegistrySettings
+from steps.common.tags import BASE_MODEL_TAG, DATASET_DIGEST_TAG, MODE_TAG, PIPELINE_RUN_ID_TAG, STEP_TAG
 from steps.finetune.settings import FinetuneSettings
 
 
@@ -38,7 +40,7 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     from transformers import AutoTokenizer
 
     from steps.common.models import resolve_model_dir
-    from steps.common.registry import ADAPTER_URI_TAG
+    from steps.common.tags import ADAPTER_URI_TAG
     from steps.finetune import data, trainer
     from steps.finetune.tracking import flatten, tracked_run
 
@@ -54,18 +56,17 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     splits: dict[str, Any] = {}
     stats: dict[str, data.EncodeStats] = {}
     for split in ("train", "val"):
-        rows = data.read_qa(qa_dir / f"qa_{split}.jsonl", settings.include_context)
+        rows = data.read_qa(qa_dir / split_file(split), settings.include_context)
         examples, stats[split] = data.encode_rows(rows, tokenizer, settings.include_context, settings.max_seq_len)
         if not examples:
             raise data.QADataError(
-                f"qa_{split}.jsonl has no usable example ({len(rows)} rows, {stats[split].dropped_too_long} longer "
+                f"{split_file(split)} has no usable example ({len(rows)} rows, {stats[split].dropped_too_long} longer "
                 f"than max_seq_len={settings.max_seq_len}): generate_qa must produce {split} pairs, or raise "
                 "finetune.max_seq_len")
         splits[split] = data.build_dataset(examples)
 
-    tags = {"eurolora.step": "finetune", "eurolora.pipeline_run_id": context.run_id,
-            "eurolora.base_model": inputs.base_model, "eurolora.dataset_digest": dataset_digest,
-            "eurolora.mode": run_plan.mode}
+    tags = {STEP_TAG: "finetune", PIPELINE_RUN_ID_TAG: context.run_id, BASE_MODEL_TAG: inputs.base_model,
+            DATASET_DIGEST_TAG: dataset_digest, MODE_TAG: run_plan.mode}
     params = {**flatten("", settings.model_dump()), "device": run_plan.device, "mode": run_plan.mode,
               "train_examples": stats["train"].examples, "val_examples": stats["val"].examples}
     with tracked_run(inputs.registry, context.residency, f"finetune-{context.run_id}", tags, params) as tracking:

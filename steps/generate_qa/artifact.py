@@ -6,18 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from steps.generate_qa.filters import QAPair
+from steps.common.qa_dataset import REJECTED_FILE, SPLITS, QAPair, Split, split_file, write_pairs
 from steps.generate_qa.generate import ChunkTally, Generated
-from steps.generate_qa.split import SPLITS, Split
 
-REJECTED_FILE = "qa_rejected.jsonl"
 STATS_FILE = "stats.json"
-
-
-def split_file(split: Split) -> str:
-    return f"qa_{split}.jsonl"
 
 
 def write_artifact(generated: Generated, assignment: dict[str, Split], n_chunks: int,
@@ -27,8 +19,8 @@ def write_artifact(generated: Generated, assignment: dict[str, Split], n_chunks:
     for pair in generated.accepted:
         by_split[assignment[pair.doc_id]].append(pair)
     for split, pairs in by_split.items():
-        _write_jsonl(directory / split_file(split), pairs)
-    _write_jsonl(directory / REJECTED_FILE, generated.rejected)
+        write_pairs(directory / split_file(split), pairs)
+    write_pairs(directory / REJECTED_FILE, generated.rejected)
     stats = {
         "chunks": n_chunks,
         **dict(sorted(generated.counts.items())),
@@ -60,12 +52,6 @@ def _shortfall(per_chunk: dict[str, ChunkTally]) -> dict[str, Any]:
                                  "by_reason": dict(sorted(tally.shortfall.items()))}
                       for chunk_id, tally in sorted(per_chunk.items())},
     }
-
-
-def _write_jsonl(path: Path, rows: Iterable[BaseModel]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(row.model_dump_json() + "\n")
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:

@@ -1,37 +1,14 @@
-"""Read ingest's chunks artifact (chunks.parquet) into the rows generate_qa asks questions about."""
+"""The chunks generate_qa asks questions about: ingest's artifact, verified, optionally a spread over documents."""
 
-from pydantic import BaseModel
-
+from steps.common.chunks import Chunk
+from steps.common.chunks import read_chunks as read_artifact
 from steps.common.contract import RuntimeContext
-
-CHUNKS_FILE = "chunks.parquet"
-COLUMNS = ("doc_id", "chunk_id", "text", "language")
-
-
-class Chunk(BaseModel):
-    """The columns of chunks.parquet that generate_qa uses."""
-
-    doc_id: str
-    chunk_id: str
-    text: str
-    language: str
 
 
 def read_chunks(context: RuntimeContext, chunks_uri: str, max_chunks: int | None) -> list[Chunk]:
     """The artifact's chunks, verified against its manifest; with `max_chunks`, a spread over documents."""
-    import pyarrow.parquet as pq
-
     directory = context.store().materialize(chunks_uri, context.scratch() / "chunks")
-    path = directory / CHUNKS_FILE
-    if not path.is_file():
-        raise ValueError(f"generate_qa: {chunks_uri} has no {CHUNKS_FILE}: pass ingest's chunks_uri")
-    table = pq.read_table(path)
-    missing = [name for name in COLUMNS if name not in table.column_names]
-    if missing:
-        raise ValueError(f"generate_qa: {CHUNKS_FILE} at {chunks_uri} lacks columns {missing}")
-    chunks = [Chunk.model_validate(row) for row in table.select(list(COLUMNS)).to_pylist()]
-    if not chunks:
-        raise ValueError(f"generate_qa: {CHUNKS_FILE} at {chunks_uri} has no chunks")
+    chunks = read_artifact(directory, chunks_uri)
     return chunks if max_chunks is None else spread(chunks, max_chunks)
 
 

@@ -7,12 +7,11 @@ pair never blocks a later, valid pair with the same question.
 
 from enum import StrEnum
 
-from pydantic import BaseModel
-
+from steps.common.grading import is_refusal
+from steps.common.qa_dataset import QAPair
+from steps.common.text import normalise, words
 from steps.generate_qa.examples import markers
-from steps.generate_qa.refusals import is_refusal
 from steps.generate_qa.settings import GenerateQASettings
-from steps.generate_qa.text import normalise, words
 
 # Below this many letters a language guess is noise: such questions pass the language check.
 MIN_LANGUAGE_LETTERS = 20
@@ -48,19 +47,6 @@ class Reason(StrEnum):
     ANSWER_IN_QUESTION = "answer_in_question"  # the question restates its answer (a copied sentence)
     WRONG_LANGUAGE = "wrong_language"
     DUPLICATE = "duplicate"  # same normalised question as an accepted pair
-
-
-class QAPair(BaseModel):
-    """One line of qa_{train,val,test}.jsonl."""
-
-    question: str
-    answer: str
-    type: str
-    language: str
-    chunk_id: str
-    doc_id: str
-    answerable: bool
-    context: str  # the chunk text, so the judge and finetune can ground on it
 
 
 def grounding(answer: str, context: str) -> float:

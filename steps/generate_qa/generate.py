@@ -8,12 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from steps.common.chunks import Chunk
 from steps.common.engines.base import Engine, GenerationResult
+from steps.common.grading import refusal
 from steps.common.progress import Progress
-from steps.generate_qa.chunks import Chunk
-from steps.generate_qa.filters import QAPair, QualityFilter, Reason
+from steps.common.qa_dataset import QAPair
+from steps.generate_qa.filters import QualityFilter, Reason
 from steps.generate_qa.prompts import ReplyError, Slot, build_request, parse_reply, plan_slots, qa_schema
-from steps.generate_qa.refusals import refusal
 from steps.generate_qa.settings import GenerateQASettings
 
 log = logging.getLogger(__name__)

@@ -3,12 +3,9 @@
 import random
 from collections import Counter
 from collections.abc import Iterable
-from typing import Literal
 
+from steps.common.qa_dataset import SPLITS, Split
 from steps.generate_qa.settings import SplitFractions
-
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
 def split_sizes(n_documents: int, fractions: SplitFractions) -> dict[Split, int]:

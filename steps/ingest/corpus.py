@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steps.common.chunks import ChunkRow
 from steps.common.language import UNKNOWN, LanguageDetector
 from steps.common.progress import Progress
 from steps.ingest.chunking import Chunk, TokenCounter, chunk_text
@@ -21,16 +22,6 @@ from steps.ingest.settings import IngestSettings
 from steps.ingest.stats import IngestStats
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    doc_id: str
-    chunk_id: str
-    text: str
-    language: str
-    n_tokens: int
-    sha256: str
 
 
 @dataclass

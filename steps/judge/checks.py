@@ -3,8 +3,8 @@
 from pydantic import BaseModel
 
 from steps.common.engines.base import GenerationResult
-from steps.generate_qa.refusals import REFUSALS, is_refusal
-from steps.judge.dataset import QAItem
+from steps.common.grading import REFUSALS, is_refusal, refusal_ok
+from steps.common.qa_dataset import QAPair
 from steps.judge.settings import LengthBounds
 
 # Below this many letters the language of an answer is "undetermined" (language_ok None): counted apart
@@ -45,12 +45,7 @@ class LanguageChecker:
         return detected == expected, detected
 
 
-def refusal_ok(item: QAItem, text: str) -> bool:
-    """Refused exactly when the question is unanswerable (the rubric's refusal rule)."""
-    return is_refusal(text, item.language) != item.answerable
-
-
-def check_answer(item: QAItem, result: GenerationResult, languages: LanguageChecker,
+def check_answer(item: QAPair, result: GenerationResult, languages: LanguageChecker,
                  length: LengthBounds) -> AnswerChecks:
     if result.finish_reason == "error":  # no answer at all fails every check
         return AnswerChecks(stopped=False, refused=False, refusal_ok=False, language_ok=False,

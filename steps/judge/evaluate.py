@@ -4,30 +4,16 @@ import logging
 import time
 
 from steps.common.engines.base import Engine, GenerationRequest, GenerationResult
+from steps.common.grading import Role, Verdict, answer_request, parse_verdict, verdict_request
 from steps.common.progress import Progress
+from steps.common.qa_dataset import QAPair
 from steps.judge.checks import LanguageChecker, check_answer
-from steps.judge.dataset import QAItem
 from steps.judge.gate import Preference
 from steps.judge.records import AnswerRecord, ItemRecord
 from steps.judge.settings import JudgeSettings
-from steps.judge.verdicts import (
-    Role,
-    Verdict,
-    combine_preferences,
-    parse_preference,
-    parse_verdict,
-    preference_request,
-    verdict_request,
-)
+from steps.judge.verdicts import combine_preferences, parse_preference, preference_request
 
 log = logging.getLogger(__name__)
-
-
-def answer_request(item: QAItem, adapter: str | None, max_new_tokens: int) -> GenerationRequest:
-    # The training prompt format: the question alone as the user message. Candidate and champion get
-    # the same request apart from the adapter, so their decoding is identical.
-    return GenerationRequest(messages=[{"role": "user", "content": item.question}],
-                             max_new_tokens=max_new_tokens, adapter=adapter)
 
 
 def _generate(engine: Engine, requests: list[GenerationRequest], batch_size: int, progress: Progress
@@ -43,7 +29,7 @@ def _generate(engine: Engine, requests: list[GenerationRequest], batch_size: int
     return results
 
 
-def evaluate(items: list[QAItem], generator: Engine, judge: Engine, adapters: dict[Role, str | None],
+def evaluate(items: list[QAPair], generator: Engine, judge: Engine, adapters: dict[Role, str | None],
              settings: JudgeSettings) -> tuple[list[ItemRecord], dict[str, float]]:
     """Per-item records and timings; `adapters` maps candidate/champion to a local adapter folder or None."""
     roles: tuple[Role, ...] = ("candidate", "champion")
@@ -89,7 +75,7 @@ def evaluate(items: list[QAItem], generator: Engine, judge: Engine, adapters: di
     return records, timings
 
 
-def _judge_answers(items: list[QAItem], answers: dict[Role, list[GenerationResult]], judge: Engine,
+def _judge_answers(items: list[QAPair], answers: dict[Role, list[GenerationResult]], judge: Engine,
                    settings: JudgeSettings, progress: Progress) -> dict[Role, list[Verdict]]:
     """One verdict per answer, both models in shared batches; a failed generation is not judged (unusable)."""
     verdicts = {role: [Verdict(grade=None, error="no answer to judge (generation error)") for _ in items]
@@ -105,7 +91,7 @@ def _judge_answers(items: list[QAItem], answers: dict[Role, list[GenerationResul
     return verdicts
 
 
-def _judge_pairs(items: list[QAItem], answers: dict[Role, list[GenerationResult]], judge: Engine,
+def _judge_pairs(items: list[QAPair], answers: dict[Role, list[GenerationResult]], judge: Engine,
                  settings: JudgeSettings, progress: Progress) -> list[Preference]:
     """Each pair judged in both orders; a pair with a failed generation goes to the champion."""
     judged = [i for i in range(len(items))

@@ -25,21 +25,18 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from steps.judge.settings import GateSettings
+from steps.common.eval_report import (
+    GateDecision,
+    GateSettings,
+    Interval,
+    ModelSummary,
+    PreferenceSummary,
+)
+from steps.common.grading import Grade
 
-Grade = Literal["A", "B", "C"]
 Preference = Literal["candidate", "champion", "tie"]
 _MAX_CELLS = 4_000_000  # resampled values held in memory at once
 _EPS = 1e-12  # exact ties at a bound (0.0 vs -0.0 after float rounding) count as met
-
-
-class Interval(BaseModel):
-    """A point estimate with its percentile-bootstrap confidence interval."""
-
-    value: float
-    low: float
-    high: float
-    n: int
 
 
 class ModelOutcomes(BaseModel):
@@ -51,36 +48,6 @@ class ModelOutcomes(BaseModel):
     answerable: list[bool]
     language_ok: list[bool | None]  # None: undetermined (see steps/judge/checks.py)
     length_ok: list[bool]
-
-
-class ModelSummary(BaseModel):
-    n: int
-    a_rate: Interval | None
-    b_rate: Interval | None
-    c_rate: Interval | None
-    stop_rate: Interval | None
-    refusal_rate: Interval | None  # over unanswerable questions: refused (good)
-    false_refusal_rate: Interval | None  # over answerable questions: refused (bad)
-    language_rate: Interval | None  # over the answers whose language could be determined
-    language_undetermined: int  # answers too short to tell: neither a pass nor a failure
-    length_rate: Interval | None
-
-
-class GateDecision(BaseModel):
-    passed: bool
-    reason: str
-    failures: list[str]
-    n: int
-    confidence: float
-    a_rate_difference: Interval | None  # candidate - champion, paired over items
-    c_rate_difference: Interval | None
-
-
-class PreferenceSummary(BaseModel):
-    wins: int
-    losses: int
-    ties: int
-    net: Interval | None  # mean of +1 (candidate preferred), -1 (champion preferred), 0 (tie)
 
 
 def _bootstrap_means(values: np.ndarray, samples: int, seed: int) -> np.ndarray:

@@ -7,10 +7,10 @@ reviewer sorts and filters: question, both answers, both grades, every check, pr
 import csv
 from pathlib import Path
 
+from steps.common.grading import Role
 from steps.judge.checks import AnswerChecks
 from steps.judge.ranking import explain, outcome, yes_no
 from steps.judge.records import ItemRecord
-from steps.judge.verdicts import Role
 
 CHECKS = ("stopped", "refusal_ok", "language_ok", "length_ok")
 COLUMNS = ("index", "language", "answerable", "question", "reference", "outcome", "why",

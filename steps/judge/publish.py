@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 from steps.common.contract import RuntimeContext, publishing
-from steps.judge import ITEMS_FILE, ITEMS_TABLE_FILE, METRICS_FILE, REPORT_FILE
+from steps.common.eval_report import EvalMetrics, write_eval_report
+from steps.judge import ITEMS_FILE, ITEMS_TABLE_FILE, REPORT_FILE
 from steps.judge.item_table import write_csv
-from steps.judge.records import EvalMetrics, ItemRecord
+from steps.judge.records import ItemRecord
 from steps.judge.report import render_report
 
 
@@ -14,7 +15,7 @@ def publish_results(context: RuntimeContext, metrics: EvalMetrics, records: list
                     name: str = "report") -> str:
     """The URI of the published directory; nothing is visible before every file is written."""
     with publishing(context, "judge", name) as (out_dir, report_uri):
-        Path(out_dir, METRICS_FILE).write_text(metrics.model_dump_json(indent=1))
+        write_eval_report(Path(out_dir), metrics)
         with Path(out_dir, ITEMS_FILE).open("w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n"
                               for r in records)

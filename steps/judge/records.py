@@ -4,20 +4,10 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from steps.common.eval_report import EvalMetrics, GateSettings
+from steps.common.grading import Grade, Role, Verdict
 from steps.judge.checks import AnswerChecks
-from steps.judge.gate import (
-    GateDecision,
-    Grade,
-    ModelOutcomes,
-    ModelSummary,
-    Preference,
-    PreferenceSummary,
-    decide,
-    summarize,
-    summarize_preferences,
-)
-from steps.judge.settings import GateSettings
-from steps.judge.verdicts import Role, Verdict
+from steps.judge.gate import ModelOutcomes, Preference, decide, summarize, summarize_preferences
 
 
 class AnswerRecord(BaseModel):
@@ -44,23 +34,6 @@ class ItemRecord(BaseModel):
 
     def answer(self, role: Role) -> AnswerRecord:
         return self.candidate if role == "candidate" else self.champion
-
-
-class EvalMetrics(BaseModel):
-    gate: GateDecision
-    thresholds: GateSettings  # the gate settings the decision used
-    candidate: ModelSummary
-    champion: ModelSummary
-    champion_version: str | None  # None: compared against the base model (no champion yet)
-    n_items: int
-    unusable_verdicts: dict[Role, int]  # counted as C for the candidate, A for the champion
-    generation_errors: dict[Role, int]
-    pairwise: PreferenceSummary | None
-    timings_s: dict[str, float]
-
-    @property
-    def champion_label(self) -> str:
-        return f"champion v{self.champion_version}" if self.champion_version else "base model"
 
 
 def outcomes(records: list[ItemRecord], role: Role) -> ModelOutcomes:

@@ -7,8 +7,8 @@ Chart elements carry `data-testid` attributes so a browser test can find and mea
 
 from html import escape
 
-from steps.judge.gate import Interval, ModelSummary
-from steps.judge.records import EvalMetrics, ItemRecord
+from steps.common.eval_report import EvalMetrics, Interval, ModelSummary
+from steps.judge.records import ItemRecord
 from steps.judge.report_items import examples as examples_html
 from steps.judge.report_items import items_table
 

@@ -5,10 +5,10 @@ Every text that came from data or a model goes through `html.escape` (see steps/
 
 from html import escape
 
+from steps.common.grading import Role
 from steps.judge.item_table import CHECKS, item_rows
 from steps.judge.ranking import explain, wins_and_losses
 from steps.judge.records import ItemRecord
-from steps.judge.verdicts import Role
 
 _SYMBOL = {"yes": "✓", "no": "✗", "undetermined": "?"}
 _LABEL = {"stopped": "stop", "refusal_ok": "refusal", "language_ok": "language", "length_ok": "length"}

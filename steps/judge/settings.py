@@ -3,23 +3,7 @@
 from pydantic import BaseModel, Field, field_validator
 
 from steps.common.engines.base import EngineSettings
-
-
-class GateSettings(BaseModel):
-    """The promotion gate (the exact rule is in steps/judge/gate.py)."""
-
-    model_config = {"extra": "forbid"}
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
-    seed: int = 0
-    # Tolerated, statistically significant degradation against the champion (rate points, 0..1).
-    a_rate_tolerance: float = Field(0.0, ge=0.0, le=1.0)
-    c_rate_tolerance: float = Field(0.0, ge=0.0, le=1.0)
-    # With few items every interval is wide and "not significantly worse" proves nothing: fail closed.
-    min_items: int = Field(20, ge=1)
-    min_stop_rate: float = Field(0.9, ge=0.0, le=1.0)
-    # Share of unanswerable questions the candidate must refuse; 0 disables the criterion.
-    min_refusal_rate: float = Field(0.5, ge=0.0, le=1.0)
+from steps.common.eval_report import GateSettings
 
 
 class LengthBounds(BaseModel):

@@ -28,27 +28,25 @@ digest) instead of registering a second one. A registry that cannot be reached r
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
 import contextlib
-import json
 import logging
 import re
 from typing import Any
 
 from hera.workflows.io import Input, Output
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from steps.common.backup import BACKUP_ERROR_TAG, BACKUP_TAG, ensure_backup
+from steps.common import tags as tag
+from steps.common.backup import ensure_backup
 from steps.common.contract import RuntimeContext, transient_exit
-from steps.common.registry import ADAPTER_URI_TAG, CHALLENGER, CHAMPION, ModelVersionInfo, Registry
+from steps.common.eval_report import METRICS_FILE, EvalMetrics, read_eval_report
+from steps.common.promotion_lock import PromotionLock
+from steps.common.registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.storage import MANIFEST_NAME, join_uri
+from steps.common.tags import clip
 from steps.promote.settings import PromoteSettings
 
 log = logging.getLogger(__name__)
-
-REPORT_FILE = "eval_metrics.json"
-DECISION_TAG = "eurolora.decision"
-REASON_TAG = "eurolora.reason"
-_MAX_TAG_VALUE = 4000
 
 
 class PromoteInputs(Input):
@@ -62,8 +60,10 @@ class PromoteInputs(Input):
     expected_champion_version: str = ""  # the champion the judge compared against; "" = none
     base_model: str = ""
     base_model_digest: str = ""
+    corpus_digest: str = ""  # ingest's: the files the QA pairs were written from
+    qa_model: str = ""  # generate_qa's: the model that wrote the pairs
     dataset_digest: str = ""
-    judge_model: str = ""
+    judge_model: str = ""  # the judge step's: the model that graded
     code_version: str = ""
 
 
@@ -73,19 +73,6 @@ class PromoteOutputs(Output):
     champion_version: str = ""  # the champion after this step ("" = none)
     decision: str = ""  # promoted | rejected | refused_race
     reason: str = ""
-
-
-class GateResult(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    passed: bool
-    reason: str
-
-
-class EvalReport(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    gate: GateResult
-    candidate: dict[str, Any]
-    champion: dict[str, Any] | None = None
 
 
 def _tag_part(text: str) -> str:
@@ -104,45 +91,36 @@ def flatten_numbers(data: Any, prefix: str = "") -> dict[str, float | int]:
     return out
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_TAG_VALUE else text[: _MAX_TAG_VALUE - 3] + "..."
-
-
-def read_report(context: RuntimeContext, report_uri: str) -> EvalReport:
+def read_report(context: RuntimeContext, report_uri: str) -> EvalMetrics:
     local = context.store().materialize(report_uri, context.scratch() / "promote" / "report")
-    path = local / REPORT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"judge report {report_uri} has no {REPORT_FILE}")
-    try:
-        return EvalReport.model_validate(json.loads(path.read_text()))
-    except ValueError as exc:
-        raise ValueError(f"{report_uri}/{REPORT_FILE} is not a valid judge report "
-                         f"(needs gate.passed, gate.reason, candidate): {exc}") from exc
+    return read_eval_report(local, report_uri)
 
 
-def lineage_tags(inputs: PromoteInputs, report: EvalReport, adapter_digest: str) -> dict[str, str]:
+def lineage_tags(inputs: PromoteInputs, report: EvalMetrics, adapter_digest: str) -> dict[str, str]:
     tags = {
-        "eurolora.pipeline_run_id": inputs.context.run_id,
-        ADAPTER_URI_TAG: inputs.adapter_uri,
-        "eurolora.adapter_digest": adapter_digest,
-        "eurolora.report_uri": inputs.report_uri,
-        "eurolora.base_model": inputs.base_model,
-        "eurolora.base_model_digest": inputs.base_model_digest,
-        "eurolora.dataset_digest": inputs.dataset_digest,
-        "eurolora.judge_model": inputs.judge_model,
-        "eurolora.code_version": inputs.code_version,
-        "eurolora.expected_champion_version": inputs.expected_champion_version,
-        "eurolora.gate.passed": str(report.gate.passed).lower(),
-        "eurolora.gate.reason": report.gate.reason,
+        tag.PIPELINE_RUN_ID_TAG: inputs.context.run_id,
+        tag.ADAPTER_URI_TAG: inputs.adapter_uri,
+        tag.ADAPTER_DIGEST_TAG: adapter_digest,
+        tag.REPORT_URI_TAG: inputs.report_uri,
+        tag.BASE_MODEL_TAG: inputs.base_model,
+        tag.BASE_MODEL_DIGEST_TAG: inputs.base_model_digest,
+        tag.CORPUS_DIGEST_TAG: inputs.corpus_digest,
+        tag.QA_MODEL_TAG: inputs.qa_model,
+        tag.DATASET_DIGEST_TAG: inputs.dataset_digest,
+        tag.JUDGE_MODEL_TAG: inputs.judge_model,
+        tag.CODE_VERSION_TAG: inputs.code_version,
+        tag.EXPECTED_CHAMPION_TAG: inputs.expected_champion_version,
+        tag.GATE_PASSED_TAG: str(report.gate.passed).lower(),
+        tag.GATE_REASON_TAG: report.gate.reason,
     }
-    numbers = flatten_numbers({"gate": report.gate.model_dump(), "candidate": report.candidate,
-                               "champion": report.champion or {}})
+    numbers = flatten_numbers({"gate": report.gate.model_dump(), "candidate": report.candidate.model_dump(),
+                               "champion": report.champion.model_dump()})
     for key in sorted(numbers)[: inputs.settings.max_metric_tags]:
-        tags[f"eurolora.metrics.{key}"] = repr(numbers[key])
+        tags[f"{tag.METRICS_TAG_PREFIX}{key}"] = repr(numbers[key])
     if len(numbers) > inputs.settings.max_metric_tags:
         kept = inputs.settings.max_metric_tags
-        tags["eurolora.metrics.truncated"] = f"{len(numbers)} numbers, first {kept} kept"
-    return {key: _clip(value) for key, value in tags.items()}
+        tags[f"{tag.METRICS_TAG_PREFIX}truncated"] = f"{len(numbers)} numbers, first {kept} kept"
+    return {key: clip(value) for key, value in tags.items()}
 
 
 def _backup_before_promotion(inputs: PromoteInputs, registry: Registry, version: ModelVersionInfo,
@@ -162,8 +140,8 @@ def _backup_before_promotion(inputs: PromoteInputs, registry: Registry, version:
                                adapter_dir=adapter_dir, manifest_bytes=manifest_bytes)
     except Exception as exc:
         with contextlib.suppress(Exception):  # the backup's own error matters more than this tag
-            registry.tag_version(version.version, {BACKUP_TAG: "failed",
-                                                   BACKUP_ERROR_TAG: _clip(f"{type(exc).__name__}: {exc}")})
+            failure = clip(f"{type(exc).__name__}: {exc}")
+            registry.tag_version(version.version, {tag.BACKUP_TAG: "failed", tag.BACKUP_ERROR_TAG: failure})
         log.error("promote: backup of version %s failed; champion not moved: %s", version.version, exc)
         raise
     log.info("promote: version %s backed up to %s (%s until %s)", version.version, record.uri, record.mode,
@@ -176,7 +154,7 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
     expected = inputs.expected_champion_version.strip() or None
     report = read_report(context, inputs.report_uri)
     if report.gate.passed != inputs.gate_passed:
-        raise ValueError(f"gate_passed={inputs.gate_passed} but {inputs.report_uri}/{REPORT_FILE} says "
+        raise ValueError(f"gate_passed={inputs.gate_passed} but {inputs.report_uri}/{METRICS_FILE} says "
                          f"gate.passed={report.gate.passed}: refusing to promote on inconsistent inputs")
     store = context.store()
     adapter_digest = store.read_manifest(inputs.adapter_uri).digest
@@ -184,7 +162,7 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
 
     registry = Registry(inputs.registry, context.residency)
     tags = lineage_tags(inputs, report, adapter_digest)
-    identity = {"eurolora.pipeline_run_id": context.run_id, "eurolora.adapter_digest": adapter_digest}
+    identity = {tag.PIPELINE_RUN_ID_TAG: context.run_id, tag.ADAPTER_DIGEST_TAG: adapter_digest}
     earlier = registry.find_versions(inputs.mlflow_run_id, identity)
     if earlier:
         version = earlier[-1]
@@ -203,14 +181,15 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
     else:
         if inputs.settings.backup.enabled:
             _backup_before_promotion(inputs, registry, version, expected, adapter_dir)
-        result = registry.compare_and_set_champion(version.version, expected, inputs.settings.lock)
+        promotion = PromotionLock(registry)
+        result = promotion.compare_and_set_champion(version.version, expected, inputs.settings.lock)
         promoted = result.promoted
         decision = "promoted" if promoted else "refused_race"
         reason = result.reason
         champion_version = result.champion_version or ""
         log.info("promote: %s (waited %.2fs for the promotion lock)", result.outcome, result.lock_wait_s)
 
-    registry.tag_version(version.version, {DECISION_TAG: decision, REASON_TAG: _clip(reason)})
+    registry.tag_version(version.version, {tag.DECISION_TAG: decision, tag.REASON_TAG: clip(reason)})
     log.info("promote: version %s %s; champion is %s", version.version, decision, champion_version or "none")
     return PromoteOutputs(model_version=version.version, promoted=promoted, champion_version=champion_version,
                           decision=decision, reason=reason)

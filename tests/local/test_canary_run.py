@@ -39,10 +39,11 @@ from steps.canary.settings import CanarySettings
 from steps.canary.state import load_state
 from steps.common.contract import RuntimeContext, publishing
 from steps.common.engines.base import EngineSettings, OpenAISettings
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
+from steps.common.tags import ADAPTER_URI_TAG
 
 INTERVAL_S = 3.0
 SETTLE_S = 1.5

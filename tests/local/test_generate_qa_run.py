@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from steps.common.grading import REFUSALS
+from steps.common.text import words
 from steps.generate_qa.filters import Reason, grounding, unknown_to
 from steps.generate_qa.generate import TOO_FEW_SENTENCES
-from steps.generate_qa.refusals import REFUSALS
-from steps.generate_qa.text import words
 from tests.fixtures.demo_steps import DemoQA
 
 pytestmark = pytest.mark.slow

@@ -17,14 +17,16 @@ import pytest
 
 from steps.common.contract import RuntimeContext
 from steps.common.engines.base import EngineSettings, OpenAISettings
-from steps.common.registry import ADAPTER_URI_TAG, CHAMPION, Registry
+from steps.common.eval_report import GateSettings
+from steps.common.grading import REFUSALS
+from steps.common.registry import CHAMPION, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
-from steps.generate_qa.refusals import REFUSALS
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.judge import JudgeInputs
 from steps.judge import run as judge
-from steps.judge.settings import GateSettings, JudgeSettings
+from steps.judge.settings import JudgeSettings
 from steps.promote import run as promote
 from tests.fixtures.leaks import PLANTED_SECRETS, files_under, leaked_secrets
 from tests.fixtures.llm_servers import MisbehavingServer

@@ -137,7 +137,7 @@ def test_final_decision_is_fail_closed() -> None:
 
 
 def test_unusable_verdicts_count_against_the_challenger_only() -> None:
-    from steps.judge.verdicts import Verdict
+    from steps.common.grading import Verdict
 
     unusable = Verdict(grade=None, error="judge output cut off at the token limit")
     quality = QualityTally()

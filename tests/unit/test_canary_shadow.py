@@ -3,8 +3,8 @@
 from steps.canary.settings import ShadowSettings
 from steps.canary.shadow import judge_batch
 from steps.common.engines.base import GenerationRequest, GenerationResult
-from steps.generate_qa.refusals import REFUSALS
-from steps.judge.dataset import QAItem
+from steps.common.grading import REFUSALS
+from steps.common.qa_dataset import QAPair
 
 
 class RefusingChallenger:
@@ -21,8 +21,8 @@ class RefusingChallenger:
         pass
 
 
-def _item(answerable: bool) -> QAItem:
-    return QAItem(question="How long is the notice period?", answer="Four weeks." if answerable else REFUSALS["en"],
+def _item(answerable: bool) -> QAPair:
+    return QAPair(question="How long is the notice period?", answer="Four weeks." if answerable else REFUSALS["en"],
                   type="factual", language="en", chunk_id="c", doc_id="d", answerable=answerable,
                   context="The notice period is four weeks.")
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from steps.common.eval_report import GateSettings
 from steps.judge.gate import (
     ModelOutcomes,
     decide,
@@ -10,7 +11,6 @@ from steps.judge.gate import (
     summarize,
     summarize_preferences,
 )
-from steps.judge.settings import GateSettings
 
 LENIENT = GateSettings(min_items=1, min_stop_rate=0.0, min_refusal_rate=0.0)
 

@@ -4,8 +4,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from steps.common.qa_dataset import QAPair
 from steps.generate_qa.artifact import write_artifact
-from steps.generate_qa.filters import QAPair
 from steps.generate_qa.generate import ChunkTally, Generated, RejectedPair
 
 

@@ -5,9 +5,12 @@ import json
 import jsonschema
 import pytest
 
+from steps.common.chunks import Chunk
 from steps.common.engines.base import GenerationResult
 from steps.common.framing import framed
-from steps.generate_qa.chunks import Chunk, spread
+from steps.common.grading import REFUSALS
+from steps.common.text import words
+from steps.generate_qa.chunks import spread
 from steps.generate_qa.examples import EXAMPLES, MARKERS
 from steps.generate_qa.filters import Reason
 from steps.generate_qa.prompts import (
@@ -21,9 +24,7 @@ from steps.generate_qa.prompts import (
     qa_schema,
     sentences,
 )
-from steps.generate_qa.refusals import REFUSALS
 from steps.generate_qa.settings import GenerateQASettings
-from steps.generate_qa.text import words
 
 TEXT = """Who we are
 Nordlicht Logistik GmbH was founded on 14 March 2009 in Hamburg. It moves cargo for retailers and pharmacies.

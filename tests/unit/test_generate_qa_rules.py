@@ -4,12 +4,13 @@ from collections import Counter
 
 import pytest
 
-from steps.generate_qa.filters import QAPair, QualityFilter, Reason, grounding, unknown_to
+from steps.common.grading import REFUSALS, is_refusal
+from steps.common.qa_dataset import QAPair
+from steps.common.text import words
+from steps.generate_qa.filters import QualityFilter, Reason, grounding, unknown_to
 from steps.generate_qa.generate import Generated, RejectedPair, TooManyFailedRequests, check_failures
-from steps.generate_qa.refusals import REFUSALS, is_refusal
 from steps.generate_qa.settings import GenerateQASettings, SplitFractions
 from steps.generate_qa.split import split_documents, split_sizes
-from steps.generate_qa.text import words
 
 CONTEXT_EN = ("Nordlicht Logistik GmbH was founded on 14 March 2009 in Hamburg. The canteen opens at 7:30 "
               "and closes at 15:00. Night shifts between 22:00 and 06:00 earn an allowance of 25 percent.")

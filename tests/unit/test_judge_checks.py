@@ -3,9 +3,9 @@
 import pytest
 
 from steps.common.engines.base import GenerationResult
-from steps.generate_qa.refusals import REFUSALS
+from steps.common.grading import REFUSALS
+from steps.common.qa_dataset import QAPair
 from steps.judge.checks import LanguageChecker, check_answer
-from steps.judge.dataset import QAItem
 from steps.judge.settings import LengthBounds
 
 GERMAN = "Die Kündigungsfrist beträgt vier Wochen zum Monatsende, so steht es im Arbeitsvertrag."
@@ -21,8 +21,8 @@ def languages() -> LanguageChecker:
     return LanguageChecker(["en", "de"])
 
 
-def item(language: str = "en", answerable: bool = True, reference: str = REFERENCE) -> QAItem:
-    return QAItem(question="q", answer=reference, type="factual", language=language, chunk_id="c",
+def item(language: str = "en", answerable: bool = True, reference: str = REFERENCE) -> QAPair:
+    return QAPair(question="q", answer=reference, type="factual", language=language, chunk_id="c",
                   doc_id="d", answerable=answerable, context="ctx")
 
 

@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 
 from steps.common.engines.base import GenerationRequest, GenerationResult
-from steps.generate_qa.refusals import REFUSALS
-from steps.judge.dataset import QAItem
+from steps.common.grading import REFUSALS, Verdict
+from steps.common.qa_dataset import QAPair
 from steps.judge.evaluate import evaluate
 from steps.judge.settings import JudgeSettings
-from steps.judge.verdicts import Verdict
 
 
 class ScriptedEngine:
@@ -42,8 +41,8 @@ class ScriptedEngine:
         pass
 
 
-def items() -> list[QAItem]:
-    return [QAItem(question=q, answer="Four weeks.", type="factual", language="en", chunk_id=f"c{i}",
+def items() -> list[QAPair]:
+    return [QAPair(question=q, answer="Four weeks.", type="factual", language="en", chunk_id=f"c{i}",
                    doc_id="d", answerable=True, context="The notice period is four weeks.")
             for i, q in enumerate(["How long is the notice?", "broken question", "Notice period?"])]
 

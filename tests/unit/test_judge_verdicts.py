@@ -5,20 +5,11 @@ import json
 import pytest
 
 from steps.common.engines.base import GenerationResult
-from steps.judge.dataset import QAItem
-from steps.judge.verdicts import (
-    PREFERENCE_SCHEMA,
-    RATIONALE_MAX_CHARS,
-    VERDICT_SCHEMA,
-    Verdict,
-    combine_preferences,
-    parse_preference,
-    parse_verdict,
-    preference_request,
-    verdict_request,
-)
+from steps.common.grading import RATIONALE_MAX_CHARS, VERDICT_SCHEMA, Verdict, parse_verdict, verdict_request
+from steps.common.qa_dataset import QAPair
+from steps.judge.verdicts import PREFERENCE_SCHEMA, combine_preferences, parse_preference, preference_request
 
-ITEM = QAItem(question="How long is the notice period?", answer="Four weeks.", type="factual",
+ITEM = QAPair(question="How long is the notice period?", answer="Four weeks.", type="factual",
               language="en", chunk_id="c1", doc_id="d1", answerable=True,
               context="The notice period is four weeks.")
 

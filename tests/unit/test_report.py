@@ -3,9 +3,9 @@
 import re
 from html import escape
 
+from steps.common.eval_report import GateSettings
 from steps.judge.records import ItemRecord, measure
 from steps.judge.report import render_report
-from steps.judge.settings import GateSettings
 from tests.fixtures.report_data import INJECTED, make_answer, make_record, sample_report
 
 

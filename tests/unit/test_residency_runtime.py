@@ -14,7 +14,7 @@ from steps.canary.kube import KubeClient
 from steps.canary.prometheus import PrometheusClient
 from steps.canary.serving import ReplicaClient
 from steps.canary.settings import KubernetesSettings, MetricsSettings
-from steps.common.backup import BackupStore
+from steps.common.backup_store import BackupStore
 from steps.common.engines.base import OpenAISettings
 from steps.common.engines.openai_engine import OpenAIEngine
 from steps.common.registry import Registry

@@ -13,9 +13,10 @@ from pipelines.serving.command import handle, register, vllm_command
 from pipelines.serving.flags import SERVER_ENV, SERVER_FLAGS, SERVER_MODULE
 from pipelines.serving.registry_adapters import RegistryAdaptersError, registry_adapters
 from steps.common.contract import RuntimeContext, publishing
-from steps.common.registry import ADAPTER_URI_TAG, Registry
+from steps.common.registry import Registry
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import local_path
+from steps.common.tags import ADAPTER_URI_TAG
 
 
 def _config(tmp_path: Path, tracking_uri: str, model_name: str) -> Path:

@@ -1,16 +1,32 @@
-"""The held-out test set written by generate_qa (`qa_test.jsonl`), read and validated at once."""
+"""The QA dataset artifact generate_qa publishes: one jsonl per split, one `QAPair` per line.
+
+generate_qa writes it; finetune trains on the train and val splits; the judge and the canary's shadow set
+read the test split.
+"""
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-TEST_FILE = "qa_test.jsonl"
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+REJECTED_FILE = "qa_rejected.jsonl"
 
 
-class QAItem(BaseModel):
-    model_config = {"extra": "ignore"}  # generate_qa may record more than the judge needs
+def split_file(split: Split) -> str:
+    return f"qa_{split}.jsonl"
+
+
+TEST_FILE = split_file("test")
+
+
+class QAPair(BaseModel):
+    """One line of qa_{train,val,test}.jsonl (fields a reader does not know are ignored)."""
+
     question: str
     answer: str  # the reference answer (the refusal sentence for unanswerable questions)
     type: str
@@ -18,19 +34,26 @@ class QAItem(BaseModel):
     chunk_id: str
     doc_id: str
     answerable: bool
-    context: str  # the chunk the question was generated from
+    context: str  # the chunk text the question was generated from, so the judge and finetune can ground on it
 
 
-def load_items(path: Path, max_items: int | None = None, seed: int = 0) -> list[QAItem]:
-    """All items, or a seeded sample of `max_items` in file order; every bad line is reported together."""
-    items: list[QAItem] = []
+def write_pairs(path: Path, rows: Iterable[BaseModel]) -> None:
+    """One JSON object per line (QA pairs, or generate_qa's rejected pairs)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(row.model_dump_json() + "\n")
+
+
+def load_pairs(path: Path, max_items: int | None = None, seed: int = 0) -> list[QAPair]:
+    """All pairs, or a seeded sample of `max_items` in file order; every bad line is reported together."""
+    items: list[QAPair] = []
     problems: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                items.append(QAItem.model_validate(json.loads(line)))
+                items.append(QAPair.model_validate(json.loads(line)))
             except (json.JSONDecodeError, ValidationError) as exc:
                 problems.append(f"line {number}: {_short(exc)}")
     if problems:

@@ -1,0 +1,97 @@
+"""The evaluation report the judge publishes (eval_metrics.json) and promote reads: one model for both sides."""
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from steps.common.grading import Role
+
+METRICS_FILE = "eval_metrics.json"
+
+
+class GateSettings(BaseModel):
+    """The promotion gate (the exact rule is in steps/judge/gate.py)."""
+
+    model_config = {"extra": "forbid"}
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+    seed: int = 0
+    # Tolerated, statistically significant degradation against the champion (rate points, 0..1).
+    a_rate_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    c_rate_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    # With few items every interval is wide and "not significantly worse" proves nothing: fail closed.
+    min_items: int = Field(20, ge=1)
+    min_stop_rate: float = Field(0.9, ge=0.0, le=1.0)
+    # Share of unanswerable questions the candidate must refuse; 0 disables the criterion.
+    min_refusal_rate: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class Interval(BaseModel):
+    """A point estimate with its percentile-bootstrap confidence interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+
+class ModelSummary(BaseModel):
+    n: int
+    a_rate: Interval | None
+    b_rate: Interval | None
+    c_rate: Interval | None
+    stop_rate: Interval | None
+    refusal_rate: Interval | None  # over unanswerable questions: refused (good)
+    false_refusal_rate: Interval | None  # over answerable questions: refused (bad)
+    language_rate: Interval | None  # over the answers whose language could be determined
+    language_undetermined: int  # answers too short to tell: neither a pass nor a failure
+    length_rate: Interval | None
+
+
+class GateDecision(BaseModel):
+    passed: bool
+    reason: str
+    failures: list[str]
+    n: int
+    confidence: float
+    a_rate_difference: Interval | None  # candidate - champion, paired over items
+    c_rate_difference: Interval | None
+
+
+class PreferenceSummary(BaseModel):
+    wins: int
+    losses: int
+    ties: int
+    net: Interval | None  # mean of +1 (candidate preferred), -1 (champion preferred), 0 (tie)
+
+
+class EvalMetrics(BaseModel):
+    gate: GateDecision
+    thresholds: GateSettings  # the gate settings the decision used
+    candidate: ModelSummary
+    champion: ModelSummary
+    champion_version: str | None  # None: compared against the base model (no champion yet)
+    n_items: int
+    unusable_verdicts: dict[Role, int]  # counted as C for the candidate, A for the champion
+    generation_errors: dict[Role, int]
+    pairwise: PreferenceSummary | None
+    timings_s: dict[str, float]
+
+    @property
+    def champion_label(self) -> str:
+        return f"champion v{self.champion_version}" if self.champion_version else "base model"
+
+
+def write_eval_report(directory: Path, report: EvalMetrics) -> None:
+    (directory / METRICS_FILE).write_text(report.model_dump_json(indent=1))
+
+
+def read_eval_report(directory: Path, uri: str) -> EvalMetrics:
+    """The report in a materialized judge artifact; a missing or invalid file is a clear error."""
+    path = directory / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"judge report {uri} has no {METRICS_FILE}")
+    try:
+        return EvalMetrics.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{uri}/{METRICS_FILE} is not a valid judge report: {exc}") from exc
