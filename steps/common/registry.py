@@ -252,6 +252,19 @@ class Registry:
                      f"logging the adapter to run {run_id}")
         return f"{artifact_uri}/{ADAPTER_ARTIFACT_PATH}"
 
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Numbers on MLflow run `run_id` (one batch call; the UI shows them on the run's page)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, 0) for key, value in sorted(metrics.items())]
+        for start in range(0, len(batch), 1000):  # MLflow's limit per log_batch
+            chunk = batch[start:start + 1000]
+            self.request("log_batch", lambda c, chunk=chunk: c.log_batch(run_id, metrics=chunk),
+                         f"logging {len(chunk)} metrics to run {run_id}")
+
     def create_version(self, source: str, run_id: str | None, tags: dict[str, str]) -> ModelVersionInfo:
         self.ensure_model()
         return _info(self.request("create_model_version", lambda c: c.create_model_version(

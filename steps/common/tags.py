@@ -13,6 +13,9 @@ MAX_VALUE_CHARS = 4000  # MLflow's limit on a tag value is 5000; leave room for 
 STEP_TAG = "eurolora.step"  # on MLflow runs: which step logged them
 PIPELINE_RUN_ID_TAG = "eurolora.pipeline_run_id"
 ADAPTER_URI_TAG = "eurolora.adapter_uri"  # our published adapter dir; judge and canary read it from here
+# Where finetune published it, inside the run's prefix (expires with the run); a version that passed the gate
+# gets a copy under `<artifact root>/models/` and ADAPTER_URI_TAG moves there.
+RUN_ADAPTER_URI_TAG = "eurolora.run_adapter_uri"
 ADAPTER_DIGEST_TAG = "eurolora.adapter_digest"
 REPORT_URI_TAG = "eurolora.report_uri"
 BASE_MODEL_TAG = "eurolora.base_model"

@@ -5,7 +5,11 @@ Always: a model version is created from the finetune MLflow run (the adapter fol
 dataset digest, code version, judge model, the gate's numbers, the pipeline run id, our own
 `eurolora.adapter_uri`), and the `challenger` alias is moved to it.
 
-If the gate passed: a compare-and-set under the registry's promotion lock moves `previous` to the old
+The judge's numbers are logged as metrics of the finetune run (`judge.*`), where MLflow's UI shows them.
+
+If the gate passed: the adapter is first copied to `<artifact root>/models/<model>/v<N>` and the version's
+`eurolora.adapter_uri` moved there (the run's prefix expires under the retention policy; what may serve
+must not), then a compare-and-set under the registry's promotion lock moves `previous` to the old
 champion and `champion` to the new version, but only if the champion is still the one the judge
 compared against (`expected_champion_version`); otherwise nothing moves and the decision is
 `refused_race`. The decision (`promoted` | `rejected` | `refused_race`) and its reason are recorded as
@@ -42,6 +46,7 @@ from steps.common.eval_report import METRICS_FILE, EvalMetrics, read_eval_report
 from steps.common.promotion_lock import PromotionLock
 from steps.common.registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from steps.common.registry_settings import RegistrySettings
+from steps.common.retention import MODELS_PREFIX
 from steps.common.storage import MANIFEST_NAME, join_uri
 from steps.common.tags import clip
 from steps.promote.settings import PromoteSettings
@@ -96,6 +101,27 @@ def read_report(context: RuntimeContext, report_uri: str) -> EvalMetrics:
     return read_eval_report(local, report_uri)
 
 
+def report_numbers(report: EvalMetrics) -> dict[str, float | int]:
+    return flatten_numbers({"gate": report.gate.model_dump(), "candidate": report.candidate.model_dump(),
+                            "champion": report.champion.model_dump()})
+
+
+def keep_out_of_run_prefix(inputs: PromoteInputs, registry: Registry, version: ModelVersionInfo,
+                           adapter_dir: Any) -> None:
+    """A version that may serve is copied to `<artifact root>/models/<model>/v<N>` (never expired by the
+    retention rules, which cover `runs/`) and its adapter tag moved there, before it can become champion."""
+    store = inputs.context.store()
+    target = join_uri(inputs.context.storage.artifact_root, MODELS_PREFIX, inputs.registry.model_name,
+                      f"v{version.version}")
+    if version.tags.get(tag.ADAPTER_URI_TAG) == target and store.exists(target):
+        return  # a retry: already copied
+    published = store.publish_dir(adapter_dir, target)
+    if published.digest != store.read_manifest(inputs.adapter_uri).digest:
+        raise RuntimeError(f"the copy of {inputs.adapter_uri} at {target} does not match its digest")
+    registry.tag_version(version.version, {tag.ADAPTER_URI_TAG: target, tag.RUN_ADAPTER_URI_TAG: inputs.adapter_uri})
+    log.info("promote: version %s copied to %s (out of the run's expiring prefix)", version.version, target)
+
+
 def lineage_tags(inputs: PromoteInputs, report: EvalMetrics, adapter_digest: str) -> dict[str, str]:
     tags = {
         tag.PIPELINE_RUN_ID_TAG: inputs.context.run_id,
@@ -113,8 +139,7 @@ def lineage_tags(inputs: PromoteInputs, report: EvalMetrics, adapter_digest: str
         tag.GATE_PASSED_TAG: str(report.gate.passed).lower(),
         tag.GATE_REASON_TAG: report.gate.reason,
     }
-    numbers = flatten_numbers({"gate": report.gate.model_dump(), "candidate": report.candidate.model_dump(),
-                               "champion": report.champion.model_dump()})
+    numbers = report_numbers(report)
     for key in sorted(numbers)[: inputs.settings.max_metric_tags]:
         tags[f"{tag.METRICS_TAG_PREFIX}{key}"] = repr(numbers[key])
     if len(numbers) > inputs.settings.max_metric_tags:
@@ -171,6 +196,8 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
         source = registry.log_adapter(inputs.mlflow_run_id, adapter_dir)
         version = registry.create_version(source, inputs.mlflow_run_id, tags)
         log.info("promote: registered %s version %s", inputs.registry.model_name, version.version)
+        # The judge's numbers on the run that trained the version, where MLflow's UI shows them.
+        registry.log_metrics(inputs.mlflow_run_id, {f"judge.{k}": v for k, v in report_numbers(report).items()})
     registry.set_alias(CHALLENGER, version.version)
 
     if not report.gate.passed:
@@ -179,6 +206,7 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
         champion = registry.alias_version(CHAMPION)
         champion_version = champion.version if champion else ""
     else:
+        keep_out_of_run_prefix(inputs, registry, version, adapter_dir)
         if inputs.settings.backup.enabled:
             _backup_before_promotion(inputs, registry, version, expected, adapter_dir)
         promotion = PromotionLock(registry)

@@ -52,7 +52,10 @@ def test_promote_end_to_end_through_the_server(context: RuntimeContext, mlflow_s
                                                                rejected.model_version]
     mv = mlflow_client(mlflow_server.uri).get_model_version(mlflow_model, first.model_version)
     assert mv.source.startswith("mlflow-artifacts:/") and mv.source.endswith("/artifacts/adapter")
-    assert mv.tags["eurolora.adapter_uri"] == first_inputs.adapter_uri
+    assert mv.tags["eurolora.run_adapter_uri"] == first_inputs.adapter_uri  # served from its copy under models/
+    assert mv.tags["eurolora.adapter_uri"].endswith(f"/models/{mlflow_model}/v{first.model_version}")
+    rejected_tags = mlflow_client(mlflow_server.uri).get_model_version(mlflow_model, rejected.model_version).tags
+    assert "eurolora.run_adapter_uri" not in rejected_tags  # a rejected version is not copied out of its run
     assert mv.tags["eurolora.decision"] == "promoted"
     assert mv.tags["eurolora.metrics.candidate.stop_rate.value"] == "1.0"  # the judge's gate numbers
     assert mv.tags["eurolora.metrics.gate.n"] == "24" and mv.tags["eurolora.gate.passed"] == "true"

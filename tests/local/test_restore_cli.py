@@ -72,8 +72,14 @@ class Setup:
         }))
 
     @property
+    def live_adapter_uri(self) -> str:
+        """What the champion serves from: promote's copy under models/, out of the run's prefix."""
+        return mlflow_client(self.inputs.registry.tracking_uri).get_model_version(
+            self.model, self.out.model_version).tags[ADAPTER_URI_TAG]
+
+    @property
     def adapter_prefix(self) -> str:
-        return self.inputs.adapter_uri.removeprefix(f"s3://{self.artifacts}/") + "/"
+        return self.live_adapter_uri.removeprefix(f"s3://{self.artifacts}/") + "/"
 
     def delete_live_adapter(self) -> None:
         client = _client(self.endpoint)
@@ -102,7 +108,7 @@ def test_restore_recovers_a_deleted_champion_from_its_locked_backup(setup: Setup
 
     done = setup.eurolora("restore", str(setup.config))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"no published artifact at {setup.inputs.adapter_uri}" in done.stdout
+    assert f"no published artifact at {setup.live_adapter_uri}" in done.stdout
     assert f"restored from the locked backup s3://{setup.locked}/{backup_prefix.rstrip('/')}" in done.stdout
     assert "moved alias 'champion'" in done.stdout
 

@@ -124,3 +124,31 @@ def test_gc_command_on_a_local_config(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"would delete {old} (reports, 2.0 days old)" in capsys.readouterr().out and old.exists()
     assert main(["gc", str(config)]) == 0
     assert "deleted 1 item(s)" in capsys.readouterr().out and not old.exists()
+
+
+def test_the_champion_survives_an_expiry_of_everything_older_than_zero_days(
+        tmp_path: Path, mlflow_sqlite_uri: str, mlflow_model: str) -> None:
+    from steps.common.contract import RuntimeContext
+    from steps.common.storage import StorageSettings
+    from steps.common.tags import ADAPTER_URI_TAG
+    from steps.promote import run as promote
+    from tests.fixtures.mlflow import make_finetune_run, mlflow_client, promote_inputs, publish_adapter, publish_report
+
+    root = tmp_path / "artifacts"
+    context = RuntimeContext(run_id="nightly-1", storage=StorageSettings(artifact_root=root.as_uri()),
+                             residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "scratch"))
+    run_id = make_finetune_run(mlflow_sqlite_uri, "eurolora", tmp_path / "mlartifacts")
+    adapter = publish_adapter(context, "adapter", seed="champion")
+    report = publish_report(context, "report", passed=True)
+    out = promote(promote_inputs(context, mlflow_sqlite_uri, mlflow_model, adapter_uri=adapter, run_id=run_id,
+                                 report_uri=report, gate_passed=True, lock={"settle_s": 0.05}))
+    assert out.decision == "promoted"
+    digest = context.store().read_manifest(adapter).digest
+
+    deleted = collect_garbage(root, tmp_path / "runs", RetentionSettings(), older_than_days=0)
+    assert deleted and not any((root / "runs").glob("*/*/*"))  # every run artifact expired, the adapter too
+    assert not context.store().exists(adapter)
+    served = mlflow_client(mlflow_sqlite_uri).get_model_version(mlflow_model, out.model_version).tags[ADAPTER_URI_TAG]
+    assert served.startswith(f"{root.as_uri()}/models/")
+    local = context.store().materialize(served, tmp_path / "check")  # verifies every file's digest
+    assert context.store().read_manifest(served).digest == digest and (local / "adapter_config.json").exists()

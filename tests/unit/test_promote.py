@@ -56,7 +56,12 @@ def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
     for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
         assert (logged / name).read_bytes() == (published / name).read_bytes()
     tags = mv.tags
-    assert tags["eurolora.adapter_uri"] == inputs.adapter_uri
+    # Promoted: served from a copy outside the run's expiring prefix, with the same digest.
+    assert tags["eurolora.run_adapter_uri"] == inputs.adapter_uri
+    models_copy = f"{context.storage.artifact_root}/models/{mlflow_model}/v{out.model_version}"
+    assert tags["eurolora.adapter_uri"] == models_copy
+    store = context.store()
+    assert store.read_manifest(models_copy).digest == store.read_manifest(inputs.adapter_uri).digest
     assert tags["eurolora.base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert tags["eurolora.base_model_digest"] == "sha256:" + "ab" * 32
     assert tags["eurolora.dataset_digest"] == "sha256:" + "cd" * 32
@@ -73,6 +78,10 @@ def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
     for difference in ("a_rate_difference", "c_rate_difference"):
         for bound in ("value", "low", "high"):
             assert tags[f"eurolora.metrics.gate.{difference}.{bound}"] == repr(report["gate"][difference][bound])
+    # ... and as metrics of the finetune run, where MLflow's UI shows them.
+    run_metrics = mlflow_client(mlflow_sqlite_uri).get_run(inputs.mlflow_run_id).data.metrics
+    assert run_metrics["judge.gate.n"] == 24 and run_metrics["judge.gate.a_rate_difference.value"] == \
+        report["gate"]["a_rate_difference"]["value"]
     for side in ("candidate", "champion"):
         for rate in ("a_rate", "c_rate", "stop_rate", "refusal_rate"):
             for bound in ("value", "low", "high"):
