@@ -26,8 +26,9 @@ def test_the_example_config_asks_every_service_for_a_name_it_serves(example_conf
         ("judge.judge_engine.openai.model", TEACHER, "judge"),
         ("canary.base_model_name", "http://vllm-replicas.inference.svc.cluster.local:8000", "base"),
     }
-    # The judge's in-process engine keeps its (unused) openai defaults: not a request anyone sends.
-    assert example_config.judge.engine.kind == "transformers"
+    # The judge's in-process engine (vLLM's offline engine in its pod) keeps its (unused) openai defaults:
+    # not a request anyone sends.
+    assert example_config.judge.engine.kind == "vllm"
 
 
 @pytest.mark.parametrize(("path", "url", "model", "key", "hint"), [

@@ -245,12 +245,12 @@ def test_prometheus_rule_fields() -> None:
 
 
 def _served_names(container: dict[str, Any]) -> tuple[str, ...]:
-    """`--served-model-name` as vLLM's own argument parser reads the container's `vllm serve` arguments."""
+    """`--served-model-name` as vLLM's own argument parser reads the container's server arguments."""
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    assert container["command"][:2] == ["vllm", "serve"]
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args([*container["command"][2:], *container["args"]])
+    assert container["command"] == ["python", "-m", SERVER_MODULE]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(container["args"])
     return tuple(args.served_model_name)
 
 

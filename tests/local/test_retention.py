@@ -132,7 +132,13 @@ def test_the_champion_survives_an_expiry_of_everything_older_than_zero_days(
     from steps.common.storage import StorageSettings
     from steps.common.tags import ADAPTER_URI_TAG
     from steps.promote import run as promote
-    from tests.fixtures.mlflow import make_finetune_run, mlflow_client, promote_inputs, publish_adapter, publish_report
+    from tests.fixtures.mlflow import (
+        make_finetune_run,
+        mlflow_client,
+        promote_inputs,
+        publish_adapter,
+        publish_report,
+    )
 
     root = tmp_path / "artifacts"
     context = RuntimeContext(run_id="nightly-1", storage=StorageSettings(artifact_root=root.as_uri()),
