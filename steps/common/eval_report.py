@@ -94,7 +94,8 @@ class Agreement(BaseModel):
     """How often the judge's verdict (A or not) agrees with another yes/no signal on the same answers."""
 
     rate: Interval | None  # share of usable verdicts that agree
-    kappa: float | None  # Cohen's kappa: agreement beyond chance; None when either side never varies
+    kappa: float | None  # Cohen's kappa: agreement beyond chance (0 when one side never varies); None
+    # when both sides give one and the same answer throughout
     judge_a: int  # usable verdicts graded A
     signal_yes: int  # answers the other signal calls right
     n: int

@@ -6,8 +6,8 @@
 - Position swap: the share of pairs the judge preferred the same way in both orders (pairwise judging only).
 
 Agreement is reported as a rate with its bootstrap interval and as Cohen's kappa, the agreement beyond
-chance: a judge that grades everything A agrees with every signal that is mostly "right" yet has kappa 0
-(or none at all when it never varies), which is what the embedded 135M judge does. The warnings name what
+chance: a judge that grades everything A agrees with every signal that is mostly "right" yet has kappa 0,
+which is what the embedded 135M judge does. The warnings name what
 stood out; the gate does not use them (a judge's weakness is reported, not silently corrected).
 """
 
@@ -26,7 +26,7 @@ _MIN_VERDICTS = 5  # fewer usable verdicts: too few to call the judge's grade sp
 
 
 def kappa(judge: Sequence[bool], signal: Sequence[bool]) -> float | None:
-    """Cohen's kappa of two yes/no raters; None when chance agreement is 1 (a side that never varies)."""
+    """Cohen's kappa of two yes/no raters: 0 when one never varies, None when both give one same answer."""
     n = len(judge)
     if n == 0:
         return None
@@ -49,7 +49,7 @@ def _agreement_warning(name: str, result: Agreement) -> str | None:
     if result.n == 0:
         return None
     if result.kappa is None:
-        return (f"the judge's verdicts cannot be compared with {name}: one side gives the same answer for all "
+        return (f"the judge's verdicts cannot be compared with {name}: both give the same answer for all "
                 f"{result.n} verdicts (judge A {result.judge_a}, {name} right {result.signal_yes})")
     if result.kappa < MIN_KAPPA:
         return (f"the judge's verdicts agree with {name} little beyond chance (kappa {result.kappa:.2f} "

@@ -48,7 +48,7 @@ def reference_table(metrics: EvalMetrics) -> str:
 
 
 def _agreement_cell(result: Agreement) -> str:
-    kappa = "n/a (one side never varies)" if result.kappa is None else f"{result.kappa:+.2f}"
+    kappa = "n/a (neither side varies)" if result.kappa is None else f"{result.kappa:+.2f}"
     return (f"<td>{fmt(result.rate)}</td><td>{kappa}</td>"
             f"<td>judge A {result.judge_a} of {result.n}, signal right {result.signal_yes} of {result.n}</td>")
 

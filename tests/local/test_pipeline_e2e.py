@@ -42,6 +42,7 @@ TINY = [
     # runs against the `eurolora serve` and Prometheus the runner starts (the gate itself is unit-tested).
     "--set", "judge.gate.min_items=1", "--set", "judge.gate.min_stop_rate=0", "--set", "judge.gate.min_refusal_rate=0",
     "--set", "judge.gate.a_rate_tolerance=1", "--set", "judge.gate.c_rate_tolerance=1",
+    "--set", "judge.gate.max_false_refusal_rate=1", "--set", "judge.gate.reference_margins={}",
     "--set", "canary.analysis_interval_s=4", "--set", "canary.intervals=1", "--set", "canary.drain_s=0.5",
     "--set", "canary.load.requests_per_interval=8", "--set", "canary.slo.min_samples=2",
     "--set", "canary.shadow.size=2", "--set", "canary.shadow.min_items=2", "--set", "canary.shadow.max_new_tokens=16",
