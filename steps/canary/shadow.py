@@ -5,8 +5,8 @@ A seeded sample of `qa_test.jsonl` is split into one batch per analysis interval
 by both adapters through a replica (by served name, not through the route: users never see these
 answers) and graded by the self-hosted judge. Batches run one at a time in a background daemon thread,
 so a slow judge never delays the SLO checks, and `stop()` returns at once, so it never delays a rollback
-either; `collect` folds whatever has finished into the tally. Only grades and counts are kept, never
-question or answer text.
+either; `collect` folds whatever has finished into the tally. Only grades, reference scores and counts are
+kept, never question or answer text.
 """
 
 import logging
