@@ -149,8 +149,10 @@ def build_pipeline() -> Pipeline:
             "expected_champion_version": FromStep("judge", "champion_version"),
             "base_model": FromConfig("base_model"),
             "base_model_digest": FromStep("check_dataset", "base_model_digest"),
+            "corpus_digest": FromStep("ingest", "corpus_digest"),
+            "qa_model": FromStep("generate_qa", "qa_model"),
             "dataset_digest": FromStep("generate_qa", "dataset_digest"),
-            "judge_model": FromConfig("judge.judge_engine.model"),
+            "judge_model": FromStep("judge", "judge_model"),
             "code_version": FromRun("code_version"),
         }, mutex="promote"),
         Node("canary", "steps.canary", "cpu", {

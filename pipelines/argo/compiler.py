@@ -43,12 +43,12 @@ from pipelines.argo.stepio import (
     step_io,
     task_name,
 )
-from pipelines.code_version import pipeline_code_version, step_code_version
+from pipelines.cache_key import pipeline_code_version, step_code_version
 from pipelines.config import PipelineConfig
 from pipelines.spec import FromConfig, FromRun, FromStep, Node, Pipeline
+from steps.common.argo_ui import UI_REPORT_ENV
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
 from steps.common.residency import OFFLINE_ENV
-from steps.judge import UI_REPORT_ENV
 
 API_VERSION = "argoproj.io/v1alpha1"
 ENTRYPOINT = "pipeline"

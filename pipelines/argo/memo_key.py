@@ -3,7 +3,7 @@
 Argo memoizes on a string key. Keyed on the raw parameters, a step would hit its cache although the
 corpus behind an unchanged `s3://` prefix changed, and miss it whenever the run id (inside the runtime
 context and inside every upstream URI) changed. So the key is computed here exactly as the local runner
-computes it (pipelines/local/cache.py): URIs replaced by the digests of what they hold (manifest digest of
+computes it (pipelines/cache_key.py): URIs replaced by the digests of what they hold (manifest digest of
 a published artifact, listing digest of a raw prefix), run id and scratch dir dropped, plus the step's
 code version. The step template memoizes on `{{inputs.parameters.memo-key}}` set from this pod's output.
 
@@ -30,7 +30,7 @@ def _decode(value: str) -> Any:
 
 
 def compute_key(step: str, code_version: str, params: dict[str, str], context_param: str) -> str:
-    from pipelines.local.cache import cache_key
+    from pipelines.cache_key import cache_key
     from steps.common.contract import RuntimeContext
 
     context = RuntimeContext.model_validate_json(params[context_param])

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipelines.code_version import pipeline_code_version, step_code_version
+from pipelines.cache_key import cache_key, pipeline_code_version, step_code_version
 from pipelines.config import PipelineConfig
-from pipelines.local.cache import StepCache, cache_key
+from pipelines.local.cache import StepCache
 from pipelines.local.display import RunDisplay
 from pipelines.local.processes import process_in_own_session
 from pipelines.local.records import RunSummary, StepRecord, write_json_atomic

@@ -31,7 +31,7 @@ since promote: `decision="skipped"` and nothing is touched.
 # Hera (about a second to import) only for the step itself: `python -m steps.canary.adapter_sync` (the vLLM
 # pods' sidecar and readiness probe) and `steps.canary.settings` (read by every config load) import this
 # package too.
-_STEP_NAMES = ("CanaryInputs", "CanaryOutputs", "run", "UI_REPORT_ENV")
+_STEP_NAMES = ("CanaryInputs", "CanaryOutputs", "run")
 
 
 def __getattr__(name: str) -> object:

@@ -24,7 +24,8 @@ from steps.canary.shadow import ShadowRunner, sample_items
 from steps.canary.state import CanaryState, IntervalRecord, save_state
 from steps.common.contract import RuntimeContext, TransientError
 from steps.common.engines.base import EngineSettings, OpenAISettings
-from steps.common.registry import CHALLENGER, CHAMPION, PREVIOUS, LeaseSettings, Registry
+from steps.common.promotion_lock import LeaseSettings, PromotionLock
+from steps.common.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from steps.common.tags import (
     ADAPTER_URI_TAG,
     CANARY_DECISION_TAG,
@@ -351,11 +352,12 @@ class Canary:
         model), only if it still is the challenger."""
         st = self.state
         lease = LeaseSettings(ttl_s=self.s.lock_ttl_s, wait_s=self.s.lock_wait_s)
-        with self.registry.lock(lease, purpose="canary-rollback") as held:
+        promotion = PromotionLock(self.registry)
+        with promotion.lock(lease, purpose="canary-rollback") as held:
             current = self.registry.alias_version(CHAMPION)
             current_version = current.version if current else None
             if current_version == st.model_version:
-                self.registry.confirm(held)
+                promotion.confirm(held)
                 if st.baseline_version is None:
                     self.registry.delete_alias(CHAMPION)
                 else:

@@ -7,23 +7,18 @@ time.
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
 import logging
-import os
-import shutil
 from pathlib import Path
 
 from hera.workflows.io import Input, Output
 from pydantic import Field
 
 from steps.canary.settings import CanarySettings
+from steps.common.argo_ui import copy_for_argo_ui
 from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.engines.base import EngineSettings
 from steps.common.registry_settings import RegistrySettings
 
 log = logging.getLogger(__name__)
-
-# Set on Argo pods: a local copy of the HTML report there becomes an output artifact the Argo UI shows.
-UI_REPORT_ENV = "EUROLORA_UI_REPORT_PATH"
-
 
 class CanaryInputs(Input):
     context: RuntimeContext
@@ -42,15 +37,6 @@ class CanaryOutputs(Output):
     reason: str = ""
     report_uri: str = ""  # directory with canary_report.json, canary_report.md, canary_report.html
     champion_version: str = ""  # the registry champion after the canary ("" = none)
-
-
-def _copy_for_argo_ui(report_dir: Path) -> None:
-    from steps.canary.report import HTML_FILE
-
-    target = os.environ.get(UI_REPORT_ENV)
-    if target:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report_dir / HTML_FILE, target)
 
 
 @transient_exit
@@ -109,7 +95,8 @@ def run(inputs: CanaryInputs) -> CanaryOutputs:
         state.report_uri = report_uri
         state.log("report", report_uri)
         report.write(out_dir, state, settings, routing)
-    _copy_for_argo_ui(Path(context.store().materialize(report_uri, context.scratch() / "canary" / "report")))
+    copy_for_argo_ui(Path(context.store().materialize(report_uri, context.scratch() / "canary" / "report"))
+                     / report.HTML_FILE)
     state.phase = "done"
     save_state(context, state)
     log.info("canary: %s: %s (champion is version %s)", state.decision, state.reason,

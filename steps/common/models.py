@@ -144,6 +144,12 @@ def model_digest(source: str, context: RuntimeContext) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def engine_model(settings: EngineSettings) -> str:
+    """The model an engine generates with, as lineage names it: a served model's name for an
+    OpenAI-compatible server (its `model` field is unused there), else the model source it loads."""
+    return settings.openai.model if settings.kind == "openai" else settings.model
+
+
 def in_process_models(settings: BaseModel) -> list[str]:
     """The model sources a step loads itself, found in its settings: each `transformers` engine's model
     (an `openai` engine names a served model, whose content this machine cannot see)."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from steps.common.backup_records import BackupRecord, backup_ref
 from steps.common.backup_store import MISSING_CODES, BackupStore
+from steps.common.promotion_lock import PromotionLock
 from steps.common.storage import (
     ArtifactNotFound,
     ArtifactStore,
@@ -142,7 +143,8 @@ def restore_version(*, registry: Any, store: ArtifactStore, backup: BackupStore,
                            digest=record.digest, problem=problem, new_version=new.version,
                            new_adapter_uri=target, backup_uri=record.uri)
     if aliases_before:
-        with registry.lock(lock, purpose="restore") as held:
+        promotion = PromotionLock(registry)
+        with promotion.lock(lock, purpose="restore") as held:
             current = registry.aliases()
             for alias in aliases_before:
                 now = current.get(alias)
@@ -150,7 +152,7 @@ def restore_version(*, registry: Any, store: ArtifactStore, backup: BackupStore,
                     result.skipped_aliases[alias] = (f"moved to version {now} during the restore" if now
                                                      else "deleted during the restore")
                     continue
-                registry.confirm(held)
+                promotion.confirm(held)
                 registry.set_alias(alias, new.version)
                 result.moved_aliases.append(alias)
     return result

@@ -12,6 +12,7 @@ from typing import Any
 from hera.workflows.io import Input, Output
 
 from steps.common.contract import RuntimeContext, publishing, transient_exit
+from steps.common.qa_dataset import split_file
 from steps.common.registry_settings import RegistrySettings
 from steps.common.tags import BASE_MODEL_TAG, DATASET_DIGEST_TAG, MODE_TAG, PIPELINE_RUN_ID_TAG, STEP_TAG
 from steps.finetune.settings import FinetuneSettings
@@ -55,11 +56,11 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     splits: dict[str, Any] = {}
     stats: dict[str, data.EncodeStats] = {}
     for split in ("train", "val"):
-        rows = data.read_qa(qa_dir / f"qa_{split}.jsonl", settings.include_context)
+        rows = data.read_qa(qa_dir / split_file(split), settings.include_context)
         examples, stats[split] = data.encode_rows(rows, tokenizer, settings.include_context, settings.max_seq_len)
         if not examples:
             raise data.QADataError(
-                f"qa_{split}.jsonl has no usable example ({len(rows)} rows, {stats[split].dropped_too_long} longer "
+                f"{split_file(split)} has no usable example ({len(rows)} rows, {stats[split].dropped_too_long} longer "
                 f"than max_seq_len={settings.max_seq_len}): generate_qa must produce {split} pairs, or raise "
                 "finetune.max_seq_len")
         splits[split] = data.build_dataset(examples)

@@ -35,11 +35,13 @@ class GenerateQAOutputs(Output):
     n_test: int
     n_rejected: int
     dataset_digest: str
+    qa_model: str  # the model that wrote the pairs (lineage of the registered adapter)
 
 
 @transient_exit
 def run(inputs: GenerateQAInputs) -> GenerateQAOutputs:
     from steps.common.engines import make_engine
+    from steps.common.models import engine_model
     from steps.generate_qa.artifact import write_artifact
     from steps.generate_qa.chunks import read_chunks
     from steps.generate_qa.generate import generate_pairs
@@ -73,5 +75,5 @@ def run(inputs: GenerateQAInputs) -> GenerateQAOutputs:
     return GenerateQAOutputs(
         qa_uri=uri, n_train=splits["train"]["pairs"], n_val=splits["val"]["pairs"],
         n_test=splits["test"]["pairs"], n_rejected=stats["rejected"],
-        dataset_digest=context.store().read_manifest(uri).digest,
+        dataset_digest=context.store().read_manifest(uri).digest, qa_model=engine_model(settings.engine),
     )

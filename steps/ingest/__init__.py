@@ -5,6 +5,7 @@ Publishes `chunks.parquet` (doc_id, chunk_id, text, language, n_tokens, sha256),
 pyarrow, pypdf, lxml, langdetect) are imported only while the step runs.
 """
 
+import hashlib
 import logging
 import tempfile
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from hera.workflows.io import Input, Output
 
 from steps.common.contract import RuntimeContext, publishing, transient_exit
-from steps.common.storage import local_path
+from steps.common.storage import local_path, sha256_file
 from steps.ingest.quarantine import QuarantineRecord
 from steps.ingest.settings import IngestSettings
 
@@ -49,6 +50,7 @@ class IngestOutputs(Output):
     n_chunks: int
     n_quarantined: int
     chunks_digest: str
+    corpus_digest: str  # the files read: their paths and contents (lineage of the registered adapter)
 
 
 @transient_exit
@@ -67,6 +69,7 @@ def run(inputs: IngestInputs) -> IngestOutputs:
         files = store.download_prefix(inputs.corpus_uri, Path(download))
         root = _corpus_root(inputs.corpus_uri, Path(download))
         listed = [(path, path.relative_to(root).as_posix()) for path in files]
+        corpus_digest = _corpus_digest(listed)
         logger.info("ingest: %d files in %s", len(listed), inputs.corpus_uri)
         count = load_token_counter(resolve_model_dir(inputs.tokenizer_model, context))
         detector = LanguageDetector(settings.languages)
@@ -80,7 +83,16 @@ def run(inputs: IngestInputs) -> IngestOutputs:
     logger.info("ingest: %d documents, %d chunks, %d tokens, %d quarantined in %.1f s", stats.documents,
                 stats.chunks, stats.tokens, len(result.quarantine), time.monotonic() - started)
     return IngestOutputs(chunks_uri=uri, n_documents=stats.documents, n_chunks=stats.chunks,
-                         n_quarantined=len(result.quarantine), chunks_digest=digest)
+                         n_quarantined=len(result.quarantine), chunks_digest=digest,
+                         corpus_digest=corpus_digest)
+
+
+def _corpus_digest(listed: list[tuple[Path, str]]) -> str:
+    """Digest of the corpus as read: each file's relative path and content hash, in path order."""
+    digest = hashlib.sha256()
+    for path, relative in sorted(listed, key=lambda item: item[1]):
+        digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def _corpus_root(corpus_uri: str, download: Path) -> Path:

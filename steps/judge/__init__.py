@@ -12,14 +12,13 @@ item_table.py), and the self-contained `report.html`.
 
 # NOTE: no `from __future__ import annotations` here: Hera's runner inspects these annotations.
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
 from hera.workflows.io import Input, Output
 from pydantic import Field
 
+from steps.common.argo_ui import copy_for_argo_ui
 from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.registry_settings import RegistrySettings
 from steps.judge.settings import JudgeSettings
@@ -29,8 +28,6 @@ log = logging.getLogger(__name__)
 ITEMS_FILE = "items.jsonl"
 ITEMS_TABLE_FILE = "items.csv"
 REPORT_FILE = "report.html"
-# Set on Argo pods: a local copy of the report there becomes an output artifact the Argo UI shows.
-UI_REPORT_ENV = "EUROLORA_UI_REPORT_PATH"
 
 
 class JudgeInputs(Input):
@@ -47,6 +44,7 @@ class JudgeOutputs(Output):
     gate_passed: bool = False
     gate_reason: str = ""
     champion_version: str = ""  # the champion compared against ("" = none: the base model)
+    judge_model: str = ""  # the model that graded the answers (lineage of the registered adapter)
     candidate_a_rate: float = 0.0
     candidate_c_rate: float = 0.0
     candidate_stop_rate: float = 0.0
@@ -68,16 +66,10 @@ def _champion(inputs: JudgeInputs) -> tuple[str | None, str | None]:
     return info.version, str(inputs.context.store().materialize(uri, inputs.context.scratch() / "adapters"))
 
 
-def _copy_for_argo_ui(report: Path) -> None:
-    target = os.environ.get(UI_REPORT_ENV)
-    if target:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report, target)
-
-
 @transient_exit
 def run(inputs: JudgeInputs) -> JudgeOutputs:
     from steps.common.engines import make_engine
+    from steps.common.models import engine_model
     from steps.common.qa_dataset import TEST_FILE, load_pairs
     from steps.judge.evaluate import evaluate
     from steps.judge.publish import publish_results
@@ -96,7 +88,8 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
     # One engine serves both candidate and champion (adapters per request), so decoding is identical.
     generation = settings.engine.model_copy(update={"model": inputs.base_model})
     generator = make_engine(generation, context)
-    judge = generator if settings.judge_engine == generation else make_engine(settings.judge_engine, context)
+    judge_settings = generation if settings.judge_engine == generation else settings.judge_engine
+    judge = generator if judge_settings is generation else make_engine(judge_settings, context)
     try:
         records, timings = evaluate(items, generator, judge,
                                     {"candidate": str(candidate_dir), "champion": champion_dir}, settings)
@@ -108,7 +101,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
     metrics = measure(records, champion_version, settings.gate,
                       {**timings, "total": time.perf_counter() - started})
     report_uri = publish_results(context, metrics, records, settings.report_examples)
-    _copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)
+    copy_for_argo_ui(Path(store.materialize(report_uri, context.scratch() / "report")) / REPORT_FILE)
     decision = metrics.gate
     log.info("gate %s on %d items (unusable verdicts %s, generation errors %s) in %.1fs",
              "passed" if decision.passed else "failed", len(records), metrics.unusable_verdicts,
@@ -120,6 +113,7 @@ def run(inputs: JudgeInputs) -> JudgeOutputs:
         gate_passed=decision.passed,
         gate_reason=decision.reason,
         champion_version=champion_version or "",
+        judge_model=engine_model(judge_settings),
         candidate_a_rate=summary.a_rate.value if summary.a_rate else 0.0,
         candidate_c_rate=summary.c_rate.value if summary.c_rate else 0.0,
         candidate_stop_rate=summary.stop_rate.value if summary.stop_rate else 0.0,

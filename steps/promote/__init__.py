@@ -39,6 +39,7 @@ from steps.common import tags as tag
 from steps.common.backup import ensure_backup
 from steps.common.contract import RuntimeContext, transient_exit
 from steps.common.eval_report import METRICS_FILE, EvalMetrics, read_eval_report
+from steps.common.promotion_lock import PromotionLock
 from steps.common.registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.storage import MANIFEST_NAME, join_uri
@@ -59,8 +60,10 @@ class PromoteInputs(Input):
     expected_champion_version: str = ""  # the champion the judge compared against; "" = none
     base_model: str = ""
     base_model_digest: str = ""
+    corpus_digest: str = ""  # ingest's: the files the QA pairs were written from
+    qa_model: str = ""  # generate_qa's: the model that wrote the pairs
     dataset_digest: str = ""
-    judge_model: str = ""
+    judge_model: str = ""  # the judge step's: the model that graded
     code_version: str = ""
 
 
@@ -101,6 +104,8 @@ def lineage_tags(inputs: PromoteInputs, report: EvalMetrics, adapter_digest: str
         tag.REPORT_URI_TAG: inputs.report_uri,
         tag.BASE_MODEL_TAG: inputs.base_model,
         tag.BASE_MODEL_DIGEST_TAG: inputs.base_model_digest,
+        tag.CORPUS_DIGEST_TAG: inputs.corpus_digest,
+        tag.QA_MODEL_TAG: inputs.qa_model,
         tag.DATASET_DIGEST_TAG: inputs.dataset_digest,
         tag.JUDGE_MODEL_TAG: inputs.judge_model,
         tag.CODE_VERSION_TAG: inputs.code_version,
@@ -135,8 +140,8 @@ def _backup_before_promotion(inputs: PromoteInputs, registry: Registry, version:
                                adapter_dir=adapter_dir, manifest_bytes=manifest_bytes)
     except Exception as exc:
         with contextlib.suppress(Exception):  # the backup's own error matters more than this tag
-            registry.tag_version(version.version, {tag.BACKUP_TAG: "failed",
-                                                   tag.BACKUP_ERROR_TAG: clip(f"{type(exc).__name__}: {exc}")})
+            failure = clip(f"{type(exc).__name__}: {exc}")
+            registry.tag_version(version.version, {tag.BACKUP_TAG: "failed", tag.BACKUP_ERROR_TAG: failure})
         log.error("promote: backup of version %s failed; champion not moved: %s", version.version, exc)
         raise
     log.info("promote: version %s backed up to %s (%s until %s)", version.version, record.uri, record.mode,
@@ -176,7 +181,8 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
     else:
         if inputs.settings.backup.enabled:
             _backup_before_promotion(inputs, registry, version, expected, adapter_dir)
-        result = registry.compare_and_set_champion(version.version, expected, inputs.settings.lock)
+        promotion = PromotionLock(registry)
+        result = promotion.compare_and_set_champion(version.version, expected, inputs.settings.lock)
         promoted = result.promoted
         decision = "promoted" if promoted else "refused_race"
         reason = result.reason

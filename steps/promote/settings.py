@@ -3,12 +3,12 @@
 from pydantic import BaseModel, Field
 
 from steps.common.backup_records import BackupSettings
-from steps.common.registry import LeaseSettings
+from steps.common.promotion_lock import LeaseSettings
 
 
 class PromoteSettings(BaseModel):
     model_config = {"extra": "forbid"}
-    # The registry-wide promotion lock (a lease with expiry; see Registry.compare_and_set_champion).
+    # The registry-wide promotion lock (a lease with expiry; see PromotionLock.compare_and_set_champion).
     lock: LeaseSettings = Field(default_factory=LeaseSettings)
     # Gate metrics from eval_metrics.json recorded as version tags (numbers only, flattened); a cap
     # keeps a report with per-item scores from flooding the registry.

@@ -13,9 +13,9 @@ from pipelines.argo.cluster import cluster_manifests
 from pipelines.argo.compiler import ENTRYPOINT, EXIT_DAG, MUTEX_PREFIX, REGION_LABEL
 from pipelines.argo.stepio import PARAM_NAME_RE, TEMPLATE_NAME_RE, parameter_name, step_io, task_name
 from pipelines.spec import FromConfig, FromRun, FromStep
+from steps.common.argo_ui import UI_REPORT_ENV
 from steps.common.contract import EXIT_TRANSIENT
 from steps.common.residency import EU_REGIONS, OFFLINE_ENV
-from steps.judge import UI_REPORT_ENV
 from tests.compile.conftest import REPO_ROOT
 
 _REF = re.compile(r"\{\{([^{}]*)\}\}")

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from steps.common.backup_records import INDEX_NAME, BackupError, BackupSettings, backup_ref
 from steps.common.backup_store import BackupStore
 from steps.common.contract import RuntimeContext
-from steps.common.registry import Registry
+from steps.common.promotion_lock import PromotionLock
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.storage import MANIFEST_NAME, S3Settings, StorageSettings, join_uri
 from steps.common.tags import BACKUP_ERROR_TAG, BACKUP_INDEX_VERSION_TAG, BACKUP_TAG, BACKUP_URI_TAG
@@ -159,16 +159,16 @@ def test_promote_writes_the_locked_backup_before_moving_the_champion(
         monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = _bucket(moto_server)
     seen: list[tuple[dict[str, str], Any]] = []
-    original_cas = Registry.compare_and_set_champion
+    original_cas = PromotionLock.compare_and_set_champion
 
-    def cas_checking_backup(self: Registry, new_version: str, *args: Any, **kwargs: Any) -> Any:
-        tags = self.get_version(new_version).tags  # what the registry holds when the alias is about to move
-        seen.append((tags, self.alias_version("champion")))
+    def cas_checking_backup(self: PromotionLock, new_version: str, *args: Any, **kwargs: Any) -> Any:
+        tags = self.registry.get_version(new_version).tags  # what the registry holds as the alias moves
+        seen.append((tags, self.registry.alias_version("champion")))
         BackupStore(context.storage.s3, context.residency).verify(
             BackupStore(context.storage.s3, context.residency).read_record(backup_ref(tags)), deep=True)
         return original_cas(self, new_version, *args, **kwargs)
 
-    monkeypatch.setattr(Registry, "compare_and_set_champion", cas_checking_backup)
+    monkeypatch.setattr(PromotionLock, "compare_and_set_champion", cas_checking_backup)
     inputs = _inputs(context, mlflow_sqlite_uri, mlflow_model, tmp_path, bucket, "a")
     out = run(inputs)
 

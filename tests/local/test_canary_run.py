@@ -35,10 +35,10 @@ from steps.canary.state import load_state
 from steps.common.contract import RuntimeContext, publishing
 from steps.common.engines.base import EngineSettings, OpenAISettings
 from steps.common.registry import Registry
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
+from steps.common.tags import ADAPTER_URI_TAG
 from tests.fixtures.serve import ServeServer
 
 INTERVAL_S = 3.0

@@ -89,7 +89,8 @@ def test_hera_runner_runs_the_step(tmp_path: Path, embedded_model_dir: Path) -> 
                                check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
     parameters = {p.name: p.read_text() for p in (outputs_dir / "parameters").iterdir()}
-    assert set(parameters) == {"chunks_uri", "n_documents", "n_chunks", "n_quarantined", "chunks_digest"}
+    assert set(parameters) == {"chunks_uri", "n_documents", "n_chunks", "n_quarantined", "chunks_digest",
+                               "corpus_digest"}
     assert parameters["chunks_uri"] == context.output_uri("ingest", "chunks")
     assert int(parameters["n_chunks"]) > 30  # smaller chunks than the default: more of them
     assert context.store().read_manifest(parameters["chunks_uri"]).digest == parameters["chunks_digest"]

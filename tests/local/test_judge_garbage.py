@@ -20,10 +20,10 @@ from steps.common.engines.base import EngineSettings, OpenAISettings
 from steps.common.eval_report import GateSettings
 from steps.common.grading import REFUSALS
 from steps.common.registry import CHAMPION, Registry
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings, local_path
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.judge import JudgeInputs
 from steps.judge import run as judge
 from steps.judge.settings import JudgeSettings

@@ -11,10 +11,10 @@ from steps.common.contract import RuntimeContext
 from steps.common.eval_report import GateSettings
 from steps.common.grading import REFUSALS
 from steps.common.registry import CHAMPION, Registry
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import ArtifactStore, StorageSettings
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.judge import JudgeInputs, JudgeOutputs, run
 from steps.judge.settings import JudgeSettings
 

@@ -20,9 +20,10 @@ import pytest
 
 from pipelines.local.processes import free_port
 from steps.common.contract import EXIT_TRANSIENT, RuntimeContext
-from steps.common.registry import LOCK_EXPIRES_TAG, LOCK_SUFFIX, LeaseSettings
+from steps.common.promotion_lock import LOCK_SUFFIX, LeaseSettings
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import StorageSettings
+from steps.common.tags import LOCK_EXPIRES_TAG
 from steps.promote import PromoteInputs, run
 from tests.fixtures.hooks import Pause, hooked_env
 from tests.fixtures.leaks import PLANTED_SECRETS, files_under, leaked_secrets
@@ -108,8 +109,8 @@ def test_mlflow_killed_mid_promote_moves_no_alias_and_the_retry_completes(
     # 2. The retry dies right after it took the promotion lock, before champion or previous move. (It moved
     # the challenger alias to the new version before taking the lock: challenger is the latest candidate.)
     with running_mlflow_server(mlflow_root, port, log_name="server-2.log") as (_, server):
-        pause = Pause("steps.common.registry:Registry._acquire", after=True, marker=tmp_path / "locked.paused",
-                      release=tmp_path / "locked.go-on")
+        pause = Pause("steps.common.promotion_lock:PromotionLock._acquire", after=True,
+                      marker=tmp_path / "locked.paused", release=tmp_path / "locked.go-on")
         locked = _promote_killed_at(pause, doomed, server, tmp_path / "locked")
     assert locked.returncode == EXIT_TRANSIENT, locked.stdout[-3000:]
     assert f"TransientError: MLflow registry at {uri} unreachable during read alias champion" in locked.stdout

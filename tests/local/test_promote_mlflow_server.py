@@ -11,8 +11,6 @@ import pytest
 
 from pipelines.local.processes import free_port
 from steps.common.contract import RuntimeContext, TransientError
-from steps.common.residency import ResidencyPolicy
-from steps.common.storage import StorageSettings
 from steps.promote import run
 from tests.fixtures.mlflow import (
     MlflowServer,
@@ -26,12 +24,6 @@ from tests.fixtures.mlflow import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> RuntimeContext:
-    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
 
 
 def _inputs(context: RuntimeContext, server: MlflowServer, model: str, name: str, *, passed: bool = True,

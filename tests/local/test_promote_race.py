@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from steps.common.contract import RuntimeContext
+from steps.common.promotion_lock import PromotionLock
 from steps.common.registry import Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
@@ -96,7 +97,7 @@ def test_racing_compare_and_set_has_exactly_one_winner(race: Race, mlflow_server
         aliases = db_aliases(mlflow_server.db_path, mlflow_model)
         assert aliases["champion"] == versions[winners[0]]
         assert aliases.get("previous", "") == expected
-        assert not db_model_exists(mlflow_server.db_path, registry.lock_name)  # released
+        assert not db_model_exists(mlflow_server.db_path, PromotionLock(registry).name)  # released
         print(f"round {round_no}: winner waited {winner['lock_wait_s']:.2f}s for the lock, "
               f"loser {loser['lock_wait_s']:.2f}s")
         contended += loser["lock_wait_s"] > 0.2

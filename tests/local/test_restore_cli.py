@@ -14,10 +14,9 @@ import yaml
 
 from steps.common.backup_records import INDEX_NAME
 from steps.common.contract import RuntimeContext
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import MANIFEST_NAME, S3Settings, StorageSettings
-from steps.common.tags import RESTORED_FROM_TAG, RESTORED_TO_TAG
+from steps.common.tags import ADAPTER_URI_TAG, RESTORED_FROM_TAG, RESTORED_TO_TAG
 from steps.promote import run
 from tests.fixtures.mlflow import (
     MLFLOW_TEST_ENV,

@@ -11,11 +11,12 @@ from steps.common.backup_records import BackupRecord, BackupSettings, backup_loc
 from steps.common.backup_store import BackupStore, bucket_region
 from steps.common.contract import RuntimeContext
 from steps.common.errors import TransientError
-from steps.common.registry import LeaseSettings, Registry
+from steps.common.promotion_lock import LeaseSettings
+from steps.common.registry import Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.restore import RestoreError, artifact_problem, restore_version
-from steps.common.storage import S3Settings, StorageSettings
+from steps.common.storage import S3Settings
 from steps.common.tags import BACKUP_ERROR_TAG, BACKUP_TAG
 from steps.promote import run
 from steps.promote.settings import PromoteSettings
@@ -26,12 +27,6 @@ from tests.fixtures.mlflow import (
     publish_adapter,
     publish_report,
 )
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> RuntimeContext:
-    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
 
 
 def test_backup_is_off_by_default_and_needs_s3_when_on() -> None:

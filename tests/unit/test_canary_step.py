@@ -1,6 +1,5 @@
 """The canary step's IO contract and the cases where it must touch nothing (no server needed)."""
 
-from pathlib import Path
 
 import pytest
 
@@ -10,16 +9,9 @@ from steps.canary.settings import CanarySettings
 from steps.canary.state import CanaryState, load_state, save_state
 from steps.common.contract import RuntimeContext
 from steps.common.registry import Registry
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
-from steps.common.storage import StorageSettings
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> RuntimeContext:
-    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
+from steps.common.tags import ADAPTER_URI_TAG
 
 
 @pytest.fixture

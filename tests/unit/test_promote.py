@@ -10,7 +10,6 @@ from steps.common.contract import RuntimeContext
 from steps.common.registry import Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyPolicy
-from steps.common.storage import StorageSettings
 from steps.promote import PromoteOutputs, flatten_numbers, run
 from tests.fixtures.mlflow import (
     make_finetune_run,
@@ -19,12 +18,6 @@ from tests.fixtures.mlflow import (
     publish_adapter,
     publish_report,
 )
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> RuntimeContext:
-    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
 
 
 def _candidate(context: RuntimeContext, uri: str, model: str, tmp_path: Path, name: str, *,
@@ -69,6 +62,8 @@ def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
     assert tags["eurolora.dataset_digest"] == "sha256:" + "cd" * 32
     assert tags["eurolora.code_version"] == "0.1.0+test"
     assert tags["eurolora.judge_model"] == "SmolLM2-135M-Instruct"
+    assert tags["eurolora.qa_model"] == "qa-writer"
+    assert tags["eurolora.corpus_digest"] == "sha256:" + "ef" * 32
     assert tags["eurolora.pipeline_run_id"] == "t"
     assert len(tags["eurolora.adapter_digest"]) == 64
     # The gate's numbers as the judge wrote them to eval_metrics.json, one tag per number.

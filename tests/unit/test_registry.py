@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 
 from steps.common.contract import TransientError
-from steps.common.registry import (
-    LOCK_EXPIRES_TAG,
-    LOCK_OWNER_TAG,
-    LeaseLost,
-    LeaseSettings,
-    Registry,
-)
+from steps.common.promotion_lock import Lease, LeaseLost, LeaseSettings, PromotionLock
+from steps.common.registry import Registry
 from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
+from steps.common.tags import LOCK_EXPIRES_TAG, LOCK_OWNER_TAG
 from tests.fixtures.mlflow import make_finetune_run, mlflow_client
 
 FAST = LeaseSettings(settle_s=0.05, poll_s=0.05, wait_s=1.0)
@@ -76,29 +72,29 @@ def test_cas_swaps_then_refuses_a_stale_expectation(mlflow_sqlite_uri: str, mlfl
                                                     tmp_path: Path) -> None:
     registry = _registry(mlflow_sqlite_uri, mlflow_model)
     v1, v2, v3 = (_version(registry, mlflow_sqlite_uri, tmp_path, t) for t in "abc")
-    first = registry.compare_and_set_champion(v1, None, FAST)
+    first = PromotionLock(registry).compare_and_set_champion(v1, None, FAST)
     assert (first.outcome, first.champion_version, first.previous_version) == ("swapped", v1, None)
-    second = registry.compare_and_set_champion(v2, v1, FAST)
+    second = PromotionLock(registry).compare_and_set_champion(v2, v1, FAST)
     assert (second.outcome, second.previous_version) == ("swapped", v1)
-    stale = registry.compare_and_set_champion(v3, v1, FAST)
+    stale = PromotionLock(registry).compare_and_set_champion(v3, v1, FAST)
     assert (stale.outcome, stale.promoted, stale.champion_version) == ("refused", False, v2)
     assert registry.aliases() == {"champion": v2, "previous": v1}
-    again = registry.compare_and_set_champion(v2, v1, FAST)
+    again = PromotionLock(registry).compare_and_set_champion(v2, v1, FAST)
     assert again.outcome == "already_champion" and again.promoted
-    assert registry._read_lock() is None  # released every time
+    assert PromotionLock(registry).read() is None  # released every time
 
 
 def test_held_lock_blocks_then_times_out_as_transient(mlflow_sqlite_uri: str, mlflow_model: str,
                                                       tmp_path: Path) -> None:
     holder, other = _registry(mlflow_sqlite_uri, mlflow_model), _registry(mlflow_sqlite_uri, mlflow_model)
     v1 = _version(holder, mlflow_sqlite_uri, tmp_path, "a")
-    with holder.lock(FAST):
+    with PromotionLock(holder).lock(FAST):
         started = time.monotonic()
         with pytest.raises(TransientError, match="promotion lock .* is held by .*gave up after 1.0s"):
-            other.compare_and_set_champion(v1, None, FAST)
+            PromotionLock(other).compare_and_set_champion(v1, None, FAST)
         assert 1.0 <= time.monotonic() - started < 5
     assert other.alias_version("champion") is None
-    assert other.compare_and_set_champion(v1, None, FAST).outcome == "swapped"
+    assert PromotionLock(other).compare_and_set_champion(v1, None, FAST).outcome == "swapped"
 
 
 def test_expired_lock_of_a_crashed_promoter_is_broken(mlflow_sqlite_uri: str, mlflow_model: str,
@@ -107,27 +103,25 @@ def test_expired_lock_of_a_crashed_promoter_is_broken(mlflow_sqlite_uri: str, ml
     v1 = _version(registry, mlflow_sqlite_uri, tmp_path, "a")
     client = mlflow_client(mlflow_sqlite_uri)
     # What a promoter that crashed while holding the lock leaves behind.
-    client.create_registered_model(registry.lock_name, tags={LOCK_OWNER_TAG: "crashed:1:x",
+    client.create_registered_model(PromotionLock(registry).name, tags={LOCK_OWNER_TAG: "crashed:1:x",
                                                             LOCK_EXPIRES_TAG: f"{time.time() - 1:.3f}"})
-    result = registry.compare_and_set_champion(v1, None, FAST)
+    result = PromotionLock(registry).compare_and_set_champion(v1, None, FAST)
     assert result.outcome == "swapped"
-    assert registry._read_lock() is None
+    assert PromotionLock(registry).read() is None
 
 
 def test_a_live_lock_is_not_broken(mlflow_sqlite_uri: str, mlflow_model: str, tmp_path: Path) -> None:
     registry = _registry(mlflow_sqlite_uri, mlflow_model)
     v1 = _version(registry, mlflow_sqlite_uri, tmp_path, "a")
     mlflow_client(mlflow_sqlite_uri).create_registered_model(
-        registry.lock_name, tags={LOCK_OWNER_TAG: "alive:1:x", LOCK_EXPIRES_TAG: f"{time.time() + 60:.3f}"})
+        PromotionLock(registry).name, tags={LOCK_OWNER_TAG: "alive:1:x", LOCK_EXPIRES_TAG: f"{time.time() + 60:.3f}"})
     with pytest.raises(TransientError, match="held by alive:1:x"):
-        registry.compare_and_set_champion(v1, None, FAST)
-    assert registry._read_lock()[LOCK_OWNER_TAG] == "alive:1:x"
+        PromotionLock(registry).compare_and_set_champion(v1, None, FAST)
+    assert PromotionLock(registry).read()[LOCK_OWNER_TAG] == "alive:1:x"
     assert registry.alias_version("champion") is None
 
 
 def test_a_lease_stops_writing_before_half_its_ttl() -> None:
-    from steps.common.registry import Lease
-
     fresh = Lease(token="t", acquired_monotonic=time.monotonic(), ttl_s=100, call_bound_s=10, waited_s=0)
     fresh.assert_fresh()
     old = fresh.model_copy(update={"acquired_monotonic": time.monotonic() - 41})  # 41 + 10 > 100 / 2
@@ -139,9 +133,9 @@ def test_a_ttl_too_short_for_the_call_timeout_is_refused(mlflow_sqlite_uri: str,
     registry = _registry(mlflow_sqlite_uri, mlflow_model, max_retries=1)  # 5 s x 2 attempts + 0.5 s
     assert registry.call_bound_s == 10.5
     with pytest.raises(ValueError, match="ttl_s=20.0 is too short .* use ttl_s >= 23"), \
-            registry.lock(LeaseSettings(ttl_s=20, settle_s=0.0)):
+            PromotionLock(registry).lock(LeaseSettings(ttl_s=20, settle_s=0.0)):
         pass
-    assert registry._read_lock() is None
+    assert PromotionLock(registry).read() is None
 
 
 def test_http_settings_are_scoped_to_each_call(mlflow_sqlite_uri: str, mlflow_model: str) -> None:

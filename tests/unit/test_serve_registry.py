@@ -11,9 +11,9 @@ from pipelines.serve.command import handle, register
 from pipelines.serve.registry_adapters import RegistryAdaptersError, registry_adapters
 from steps.common.contract import RuntimeContext, publishing
 from steps.common.registry import Registry
-from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.residency import ResidencyPolicy
 from steps.common.storage import local_path
+from steps.common.tags import ADAPTER_URI_TAG
 
 
 def _config(tmp_path: Path, tracking_uri: str, model_name: str) -> Path:

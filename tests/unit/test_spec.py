@@ -43,3 +43,21 @@ def test_cycles_and_unknown_steps_are_refused() -> None:
     orphan = Node("c", "steps.ingest", "cpu", {}, when=When("missing", "x", "true"))
     with pytest.raises(ValueError, match="unknown step"):
         Pipeline((orphan,)).ordered()
+
+
+def test_lineage_binds_to_what_the_steps_actually_used() -> None:
+    """The registered adapter's lineage comes from the steps' outputs, not from the config: on a cluster the
+    judge is a served model whose name is not `judge.judge_engine.model`."""
+    promote = PIPELINE.node("promote").bindings
+    assert promote["judge_model"] == FromStep("judge", "judge_model")
+    assert promote["qa_model"] == FromStep("generate_qa", "qa_model")
+    assert promote["corpus_digest"] == FromStep("ingest", "corpus_digest")
+    assert promote["base_model_digest"] == FromStep("check_dataset", "base_model_digest")
+
+
+@pytest.mark.parametrize("kind, expected", [("transformers", "embedded"), ("openai", "judge")])
+def test_engine_model_names_the_served_model_for_a_server(kind: str, expected: str) -> None:
+    from steps.common.engines.base import EngineSettings, OpenAISettings
+    from steps.common.models import engine_model
+
+    assert engine_model(EngineSettings(kind=kind, openai=OpenAISettings(model="judge"))) == expected

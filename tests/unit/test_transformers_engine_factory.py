@@ -9,14 +9,7 @@ import pytest
 from steps.common.contract import RuntimeContext
 from steps.common.engines import make_engine
 from steps.common.engines.base import EngineSettings
-from steps.common.residency import ResidencyError, ResidencyPolicy
-from steps.common.storage import StorageSettings
-
-
-@pytest.fixture()
-def context(tmp_path: Path) -> RuntimeContext:
-    return RuntimeContext(run_id="t", storage=StorageSettings(artifact_root=tmp_path.as_uri()),
-                          residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
+from steps.common.residency import ResidencyError
 
 
 def test_openai_engine_gets_the_residency_policy(context: RuntimeContext) -> None:
