@@ -5,8 +5,8 @@ A seeded sample of `qa_test.jsonl` is split into one batch per analysis interval
 by both adapters through a replica (by served name, not through the route: users never see these
 answers) and graded by the self-hosted judge. Batches run one at a time in a background daemon thread,
 so a slow judge never delays the SLO checks, and `stop()` returns at once, so it never delays a rollback
-either; `collect` folds whatever has finished into the tally. Only grades and counts are kept, never
-question or answer text.
+either; `collect` folds whatever has finished into the tally. Only grades, reference scores and counts are
+kept, never question or answer text.
 """
 
 import logging
@@ -25,6 +25,7 @@ from steps.canary.settings import ShadowSettings
 from steps.common.engines.base import Engine
 from steps.common.grading import Verdict, answer_request, parse_verdict, refusal_ok, verdict_request
 from steps.common.qa_dataset import QAPair, load_pairs
+from steps.common.reference_scores import ReferenceScores, score_answer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class ShadowItem(BaseModel):
     champion: str
     challenger_error: str | None = None  # why the challenger's verdict was unusable
     champion_error: str | None = None
+    # Deterministic scores against the reference answer and chunk (as the judge step's; numbers, no text).
+    challenger_scores: ReferenceScores | None = None
+    champion_scores: ReferenceScores | None = None
 
 
 def sample_items(path: Path, size: int, seed: int) -> list[QAPair]:
@@ -76,7 +80,10 @@ def judge_batch(batch: int, indices: range, items: list[QAPair], answerer: Engin
         out.append(ShadowItem(batch=batch, index=index,
                               challenger=mine.graded("candidate", refusal_ok(item, answers[j].text)),
                               champion=theirs.graded("champion", refusal_ok(item, answers[n + j].text)),
-                              challenger_error=mine.error, champion_error=theirs.error))
+                              challenger_error=mine.error, champion_error=theirs.error,
+                              challenger_scores=score_answer(answers[j].text, item.answer, item.context, item.language),
+                              champion_scores=score_answer(answers[n + j].text, item.answer, item.context,
+                                                           item.language)))
     return out
 
 

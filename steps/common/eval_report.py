@@ -5,8 +5,23 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from steps.common.grading import Role
+from steps.common.reference_scores import ScoreName
 
 METRICS_FILE = "eval_metrics.json"
+
+
+class ReferenceMargins(BaseModel):
+    """How far (score points, 0..1) the candidate's reference scores may be significantly below the
+    champion's: the gate fails when the paired interval of candidate - champion lies entirely below -margin.
+    None leaves the score out of the gate (it is reported all the same)."""
+
+    model_config = {"extra": "forbid"}
+    chrf: float | None = Field(None, ge=0.0, le=1.0)
+    token_f1: float | None = Field(None, ge=0.0, le=1.0)
+    grounding: float | None = Field(None, ge=0.0, le=1.0)
+
+    def margin(self, name: ScoreName) -> float | None:
+        return getattr(self, name)
 
 
 class GateSettings(BaseModel):
@@ -24,6 +39,9 @@ class GateSettings(BaseModel):
     min_stop_rate: float = Field(0.9, ge=0.0, le=1.0)
     # Share of unanswerable questions the candidate must refuse; 0 disables the criterion.
     min_refusal_rate: float = Field(0.5, ge=0.0, le=1.0)
+    # Largest share of answerable questions the candidate may refuse; 1 disables the criterion.
+    max_false_refusal_rate: float = Field(0.25, ge=0.0, le=1.0)
+    reference_margins: ReferenceMargins = Field(default_factory=ReferenceMargins)
 
 
 class Interval(BaseModel):
@@ -46,16 +64,23 @@ class ModelSummary(BaseModel):
     language_rate: Interval | None  # over the answers whose language could be determined
     language_undetermined: int  # answers too short to tell: neither a pass nor a failure
     length_rate: Interval | None
+    # Mean reference score (steps/common/reference_scores.py) per score; grounding over the answers it applies to.
+    reference: dict[ScoreName, Interval | None] = Field(default_factory=dict)
 
 
 class GateDecision(BaseModel):
     passed: bool
     reason: str
     failures: list[str]
+    # The criteria behind `failures`, one per failure: min_items, a_rate, c_rate, stop_rate, refusal_rate,
+    # false_refusal_rate, or a reference score's name (chrf, token_f1, grounding).
+    failed_criteria: list[str] = Field(default_factory=list)
     n: int
     confidence: float
     a_rate_difference: Interval | None  # candidate - champion, paired over items
     c_rate_difference: Interval | None
+    # Candidate - champion per reference score, paired over the items where both have the score.
+    reference_differences: dict[ScoreName, Interval | None] = Field(default_factory=dict)
 
 
 class PreferenceSummary(BaseModel):
@@ -63,6 +88,28 @@ class PreferenceSummary(BaseModel):
     losses: int
     ties: int
     net: Interval | None  # mean of +1 (candidate preferred), -1 (champion preferred), 0 (tie)
+
+
+class Agreement(BaseModel):
+    """How often the judge's verdict (A or not) agrees with another yes/no signal on the same answers."""
+
+    rate: Interval | None  # share of usable verdicts that agree
+    kappa: float | None  # Cohen's kappa: agreement beyond chance (0 when one side never varies); None
+    # when both sides give one and the same answer throughout
+    judge_a: int  # usable verdicts graded A
+    signal_yes: int  # answers the other signal calls right
+    n: int
+
+
+class JudgeReliability(BaseModel):
+    """Whether the judge model's verdicts can be trusted on this test set (steps/judge/reliability.py)."""
+
+    reference_chrf: float  # an answer with chrF at or above this counts as right by the reference
+    with_reference: Agreement  # verdict A vs chrF >= reference_chrf
+    with_checks: Agreement  # verdict A vs every deterministic check passed
+    grade_shares: dict[str, float]  # share of usable verdicts per grade, before the refusal rule
+    swap_consistency: Interval | None  # same pair, both orders, same preference; None: pairwise off
+    warnings: list[str]  # why the verdicts should not be trusted; empty when nothing stood out
 
 
 class EvalMetrics(BaseModel):
@@ -76,6 +123,7 @@ class EvalMetrics(BaseModel):
     generation_errors: dict[Role, int]
     pairwise: PreferenceSummary | None
     timings_s: dict[str, float]
+    judge_reliability: JudgeReliability | None = None  # None in reports written before it was measured
 
     @property
     def champion_label(self) -> str:

@@ -2,9 +2,10 @@
 
 Both answer every test question under identical greedy decoding (candidate = base + new adapter,
 champion = base + the registry champion's adapter, or the bare base model when there is none). Each
-answer gets deterministic checks (checks.py) and a rubric verdict from a self-hosted judge model
-(verdicts.py, fail closed; the rubric's refusal rule is decided by the refusal check, `Verdict.graded`);
-the gate (gate.py) decides on paired bootstrap intervals. Published:
+answer gets deterministic checks (checks.py), reference scores against the reference answer and chunk
+(steps/common/reference_scores.py) and a rubric verdict from a self-hosted judge model (verdicts.py, fail
+closed; the rubric's refusal rule is decided by the refusal check, `Verdict.graded`), whose reliability is
+measured on the same answers (reliability.py); the gate (gate.py) decides on paired bootstrap intervals. Published:
 `eval_metrics.json`, the per-item records `items.jsonl` (everything) and `items.csv` (the flat table,
 item_table.py), and the self-contained `report.html`.
 """

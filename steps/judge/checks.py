@@ -24,6 +24,10 @@ class AnswerChecks(BaseModel):
     detected_language: str | None  # None when undetermined
     length_ok: bool
 
+    def all_passed(self) -> bool:
+        """Every check passed; an undetermined language counts as neither pass nor failure."""
+        return self.stopped and self.refusal_ok and self.length_ok and self.language_ok is not False
+
 
 class LanguageChecker:
     """The project's seeded detector (ingest's), limited for short texts to the candidate languages."""

@@ -7,6 +7,7 @@ from steps.common.engines.base import Engine, GenerationRequest, GenerationResul
 from steps.common.grading import Role, Verdict, answer_request, parse_verdict, verdict_request
 from steps.common.progress import Progress
 from steps.common.qa_dataset import QAPair
+from steps.common.reference_scores import score_answer
 from steps.judge.checks import LanguageChecker, check_answer
 from steps.judge.gate import Preference
 from steps.judge.records import AnswerRecord, ItemRecord
@@ -51,7 +52,7 @@ def evaluate(items: list[QAPair], generator: Engine, judge: Engine, adapters: di
 
     started = time.perf_counter()
     verdicts = _judge_answers(items, answers, judge, settings, progress)
-    preferences = _judge_pairs(items, answers, judge, settings, progress) if settings.pairwise else [None] * n
+    orders = _judge_pairs(items, answers, judge, settings, progress) if settings.pairwise else [None] * n
     timings["judging"] = time.perf_counter() - started
     log.info("judged %d answers%s in %.1fs", 2 * n, " and pairs" if settings.pairwise else "",
              timings["judging"])
@@ -65,12 +66,15 @@ def evaluate(items: list[QAPair], generator: Engine, judge: Engine, adapters: di
             recorded[role] = AnswerRecord(
                 text=result.text, finish_reason=result.finish_reason,
                 completion_tokens=result.completion_tokens, checks=checks,
+                scores=score_answer(result.text, item.answer, item.context, item.language),
                 verdict=verdict, grade=verdict.graded(role, checks.refusal_ok),
             )
         records.append(ItemRecord(
             index=index, question=item.question, reference=item.answer, type=item.type,
             language=item.language, answerable=item.answerable, doc_id=item.doc_id, chunk_id=item.chunk_id,
-            candidate=recorded["candidate"], champion=recorded["champion"], preference=preferences[index],
+            candidate=recorded["candidate"], champion=recorded["champion"],
+            preference=_preference(orders[index]) if settings.pairwise else None,
+            preference_orders=orders[index],
         ))
     return records, timings
 
@@ -91,9 +95,14 @@ def _judge_answers(items: list[QAPair], answers: dict[Role, list[GenerationResul
     return verdicts
 
 
+def _preference(orders: tuple[Preference, Preference] | None) -> Preference:
+    """The pair's preference; a pair not judged (a failed generation) goes to the champion (fail closed)."""
+    return "champion" if orders is None else combine_preferences(*orders)
+
+
 def _judge_pairs(items: list[QAPair], answers: dict[Role, list[GenerationResult]], judge: Engine,
-                 settings: JudgeSettings, progress: Progress) -> list[Preference]:
-    """Each pair judged in both orders; a pair with a failed generation goes to the champion."""
+                 settings: JudgeSettings, progress: Progress) -> list[tuple[Preference, Preference] | None]:
+    """Each pair judged in both orders (candidate first, champion first); None where a generation failed."""
     judged = [i for i in range(len(items))
               if all(answers[role][i].finish_reason != "error" for role in ("candidate", "champion"))]
     progress.advance(2 * (len(items) - len(judged)))
@@ -104,8 +113,8 @@ def _judge_pairs(items: list[QAPair], answers: dict[Role, list[GenerationResult]
         requests += [preference_request(items[i], candidate, champion, budget),
                      preference_request(items[i], champion, candidate, budget)]
     results = _generate(judge, requests, settings.judge_engine.batch_size, progress)
-    preferences: list[Preference] = ["champion"] * len(items)
+    orders: list[tuple[Preference, Preference] | None] = [None] * len(items)
     for k, i in enumerate(judged):
-        preferences[i] = combine_preferences(parse_preference(results[2 * k], candidate_first=True),
-                                             parse_preference(results[2 * k + 1], candidate_first=False))
-    return preferences
+        orders[i] = (parse_preference(results[2 * k], candidate_first=True),
+                     parse_preference(results[2 * k + 1], candidate_first=False))
+    return orders

@@ -4,10 +4,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from steps.common.eval_report import EvalMetrics, GateSettings
+from steps.common.eval_report import EvalMetrics, GateSettings, JudgeReliability
 from steps.common.grading import Grade, Role, Verdict
+from steps.common.reference_scores import ReferenceScores
 from steps.judge.checks import AnswerChecks
 from steps.judge.gate import ModelOutcomes, Preference, decide, summarize, summarize_preferences
+from steps.judge.reliability import measure_reliability
 
 
 class AnswerRecord(BaseModel):
@@ -15,6 +17,7 @@ class AnswerRecord(BaseModel):
     finish_reason: Literal["stop", "length", "error"]
     completion_tokens: int
     checks: AnswerChecks
+    scores: ReferenceScores  # against the item's reference answer and chunk
     verdict: Verdict
     grade: Grade  # what the statistics count (`Verdict.counted_as`)
 
@@ -31,6 +34,8 @@ class ItemRecord(BaseModel):
     candidate: AnswerRecord
     champion: AnswerRecord
     preference: Preference | None = None  # None when pairwise judging is off
+    # The two pairwise judgements (candidate shown first, champion shown first); None when not judged.
+    preference_orders: tuple[Preference, Preference] | None = None
 
     def answer(self, role: Role) -> AnswerRecord:
         return self.candidate if role == "candidate" else self.champion
@@ -45,7 +50,16 @@ def outcomes(records: list[ItemRecord], role: Role) -> ModelOutcomes:
         answerable=[r.answerable for r in records],
         language_ok=[a.checks.language_ok for a in answers],
         length_ok=[a.checks.length_ok for a in answers],
+        reference=[a.scores for a in answers],
     )
+
+
+def judge_reliability(records: list[ItemRecord], settings: GateSettings) -> JudgeReliability:
+    answers = [r.answer(role) for r in records for role in ("candidate", "champion")]
+    return measure_reliability([a.verdict.grade for a in answers], [a.scores.chrf for a in answers],
+                               [a.checks.all_passed() for a in answers],
+                               [r.preference_orders for r in records if r.preference_orders is not None],
+                               settings)
 
 
 def measure(records: list[ItemRecord], champion_version: str | None, settings: GateSettings,
@@ -67,4 +81,5 @@ def measure(records: list[ItemRecord], champion_version: str | None, settings: G
                            for role in roles},
         pairwise=summarize_preferences(preferences, settings) if preferences else None,
         timings_s=timings_s,
+        judge_reliability=judge_reliability(records, settings),
     )

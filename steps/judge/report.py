@@ -8,9 +8,11 @@ Chart elements carry `data-testid` attributes so a browser test can find and mea
 from html import escape
 
 from steps.common.eval_report import EvalMetrics, Interval, ModelSummary
+from steps.common.reference_scores import SCORE_LABELS, SCORE_NAMES
 from steps.judge.records import ItemRecord
 from steps.judge.report_items import examples as examples_html
 from steps.judge.report_items import items_table
+from steps.judge.report_scores import failed_criteria, fmt, reference_table, reliability_section
 
 _COLORS = {"candidate": "#2563eb", "champion": "#9ca3af"}
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -35,12 +37,6 @@ _TOP, _LEFT, _BOTTOM = 16, 40, 24
 
 def _y(rate: float) -> float:
     return _TOP + (1.0 - min(max(rate, 0.0), 1.0)) * _H
-
-
-def _fmt(interval: Interval | None) -> str:
-    if interval is None:
-        return "n/a"
-    return f"{interval.value:.3f} [{interval.low:.3f}, {interval.high:.3f}] (n={interval.n})"
 
 
 def _bar_chart(chart_id: str, title: str, metrics: list[tuple[str, str]],
@@ -68,7 +64,7 @@ def _bar_chart(chart_id: str, title: str, metrics: list[tuple[str, str]],
             parts.append(
                 f'<rect data-testid="bar-{key}-{role}" x="{x + 2:.1f}" y="{top:.1f}" width="{bar - 4}" '
                 f'height="{_y(0) - top:.1f}" fill="{_COLORS[role]}">'
-                f'<title>{escape(role_label)} {escape(label)}: {_fmt(interval)}</title></rect>')
+                f'<title>{escape(role_label)} {escape(label)}: {fmt(interval)}</title></rect>')
             cx, low, high = x + bar / 2, _y(interval.low), _y(interval.high)
             parts.append(
                 f'<line data-testid="ci-{key}-{role}" x1="{cx:.1f}" x2="{cx:.1f}" y1="{low:.1f}" '
@@ -80,7 +76,7 @@ def _bar_chart(chart_id: str, title: str, metrics: list[tuple[str, str]],
             parts.append(f'<line data-testid="threshold-{key}" x1="{x0 - 4:.1f}" '
                          f'x2="{x0 + group - gap + 4:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#dc2626" '
                          f'stroke-width="2" stroke-dasharray="4 3">'
-                         f'<title>minimum {thresholds[key]:.2f}</title></line>')
+                         f'<title>threshold {thresholds[key]:.2f}</title></line>')
         parts.append(f'<text x="{x0 + (group - gap) / 2:.1f}" y="{_TOP + _H + 16}" text-anchor="middle">'
                      f'{escape(label)}</text>')
     parts.append("</svg>")
@@ -88,11 +84,17 @@ def _bar_chart(chart_id: str, title: str, metrics: list[tuple[str, str]],
 
 
 def _difference_chart(metrics: EvalMetrics) -> str:
-    """The gate's paired intervals (candidate - champion) on a -1..+1 axis with the tolerance marks."""
+    """The gate's paired intervals (candidate - champion) on a -1..+1 axis with the tolerance marks
+    (reference scores without a margin are shown without one: they are not gated)."""
     width, left, span = 460, 70, 360
     gate = metrics.thresholds
-    rows = [("a_rate", "A-rate", metrics.gate.a_rate_difference, -gate.a_rate_tolerance),
-            ("c_rate", "C-rate", metrics.gate.c_rate_difference, gate.c_rate_tolerance)]
+    rows: list[tuple[str, str, Interval | None, float | None]] = [
+        ("a_rate", "A-rate", metrics.gate.a_rate_difference, -gate.a_rate_tolerance),
+        ("c_rate", "C-rate", metrics.gate.c_rate_difference, gate.c_rate_tolerance)]
+    for name in SCORE_NAMES:
+        margin = gate.reference_margins.margin(name)
+        rows.append((name, SCORE_LABELS[name], metrics.gate.reference_differences.get(name),
+                     None if margin is None else -margin))
 
     def x(value: float) -> float:
         return left + (min(max(value, -1.0), 1.0) + 1.0) / 2.0 * span
@@ -105,16 +107,17 @@ def _difference_chart(metrics: EvalMetrics) -> str:
         parts.append(f'<text x="{x(tick):.1f}" y="{height - 4}" text-anchor="middle">{tick:+.1f}</text>')
     for r, (key, label, interval, tolerance) in enumerate(rows):
         y = 24 + 40 * r
-        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{label}</text>'
-                     f'<line data-testid="tolerance-{key}" x1="{x(tolerance):.1f}" x2="{x(tolerance):.1f}" '
-                     f'y1="{y - 12}" y2="{y + 12}" stroke="#dc2626" stroke-width="2" '
-                     'stroke-dasharray="3 2"/>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{label}</text>')
+        if tolerance is not None:
+            parts.append(f'<line data-testid="tolerance-{key}" x1="{x(tolerance):.1f}" x2="{x(tolerance):.1f}" '
+                         f'y1="{y - 12}" y2="{y + 12}" stroke="#dc2626" stroke-width="2" '
+                         'stroke-dasharray="3 2"/>')
         if interval is None:
             continue
         parts.append(f'<line data-testid="diff-ci-{key}" x1="{x(interval.low):.1f}" '
                      f'x2="{x(interval.high):.1f}" y1="{y}" y2="{y}" stroke="#111827" stroke-width="2"/>'
                      f'<circle data-testid="diff-{key}" cx="{x(interval.value):.1f}" cy="{y}" r="5" '
-                     f'fill="{_COLORS["candidate"]}"><title>{label} difference: {_fmt(interval)}</title>'
+                     f'fill="{_COLORS["candidate"]}"><title>{label} difference: {fmt(interval)}</title>'
                      '</circle>')
     parts.append("</svg>")
     return (f"<figure><figcaption>Candidate minus champion, paired {metrics.gate.confidence:.0%} intervals "
@@ -126,8 +129,8 @@ def _summary_table(metrics: EvalMetrics) -> str:
             ("stop_rate", "stopped with EOS"), ("refusal_rate", "refused unanswerable"),
             ("false_refusal_rate", "refused answerable"), ("language_rate", "right language"),
             ("length_rate", "length within bounds")]
-    body = "".join(f"<tr><th>{label}</th><td>{_fmt(getattr(metrics.candidate, key))}</td>"
-                   f"<td>{_fmt(getattr(metrics.champion, key))}</td></tr>" for key, label in rows)
+    body = "".join(f"<tr><th>{label}</th><td>{fmt(getattr(metrics.candidate, key))}</td>"
+                   f"<td>{fmt(getattr(metrics.champion, key))}</td></tr>" for key, label in rows)
     body += (f"<tr><th>language undetermined (too short to tell; not counted above)</th>"
              f"<td>{metrics.candidate.language_undetermined}</td>"
              f"<td>{metrics.champion.language_undetermined}</td></tr>")
@@ -141,20 +144,24 @@ def render_report(metrics: EvalMetrics, records: list[ItemRecord], examples: int
               "champion": (metrics.champion_label, metrics.champion)}
     legend = "".join(f'<span class="swatch sw-{role}"></span>{escape(label)}'
                      for role, (label, _) in series.items())
-    minimums = {"stop_rate": gate.min_stop_rate, "refusal_rate": gate.min_refusal_rate}  # 0: no criterion
+    # Thresholds of the gated rates (a minimum of 0 or a maximum of 1: no criterion).
+    marks = {key: value for key, value, off in (("stop_rate", gate.min_stop_rate, 0.0),
+                                                ("refusal_rate", gate.min_refusal_rate, 0.0),
+                                                ("false_refusal_rate", gate.max_false_refusal_rate, 1.0))
+             if value != off}
     grades = _bar_chart("grades", "Judge grades", [("a_rate", "A"), ("b_rate", "B"), ("c_rate", "C")],
                         series, {})
     checks = _bar_chart("checks", "Deterministic checks",
                         [("stop_rate", "stop"), ("refusal_rate", "refusal"),
                          ("false_refusal_rate", "false refusal"), ("language_rate", "language"),
                          ("length_rate", "length")],
-                        series, {key: value for key, value in minimums.items() if value > 0})
+                        series, marks)
     pairwise = ""
     if metrics.pairwise is not None:
         p = metrics.pairwise
         pairwise = (f"<h2>Pairwise preference (judged in both orders)</h2><p data-testid=\"pairwise\">"
                     f"candidate preferred {p.wins}, champion preferred {p.losses}, "
-                    f"tie or inconsistent {p.ties}; net preference {_fmt(p.net)}</p>")
+                    f"tie or inconsistent {p.ties}; net preference {fmt(p.net)}</p>")
     unusable = metrics.unusable_verdicts
     gate_class = "pass" if metrics.gate.passed else "fail"
     errors = metrics.generation_errors
@@ -168,10 +175,13 @@ Unusable verdicts: candidate {unusable.get("candidate", 0)} (counted as C),
 champion {unusable.get("champion", 0)} (counted as A). Generation errors:
 candidate {errors.get("candidate", 0)}, champion {errors.get("champion", 0)}.</p>
 <div data-testid="gate" class="gate {gate_class}">{escape(metrics.gate.reason)}</div>
+{failed_criteria(metrics)}
 <h2>Rates with {metrics.gate.confidence:.0%} bootstrap intervals</h2>
 <p>{legend}</p>
 <div class="charts">{grades}{checks}{_difference_chart(metrics)}</div>
 {_summary_table(metrics)}
+{reference_table(metrics)}
+{reliability_section(metrics)}
 {pairwise}
 {examples_html(records, examples)}
 {items_table(records)}

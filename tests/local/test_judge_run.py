@@ -65,7 +65,7 @@ def judge(tmp_path: Path, tracking_uri: str, published: dict[str, str]
                              residency=ResidencyPolicy(), scratch_dir=str(tmp_path / "s"))
     settings = JudgeSettings(max_new_tokens=12, judge_max_new_tokens=80, pairwise=True,
                              gate=GateSettings(min_items=1, min_stop_rate=0.0, min_refusal_rate=0.0,
-                                               bootstrap_samples=200))
+                                               max_false_refusal_rate=1.0, bootstrap_samples=200))
     inputs = JudgeInputs(context=context, settings=settings, base_model="embedded",
                          registry=RegistrySettings(tracking_uri=tracking_uri), **published)
     return run(inputs), context
@@ -109,6 +109,16 @@ def test_against_the_base_model_when_there_is_no_champion(
     html = (report / "report.html").read_text()
     assert 'data-testid="bar-a_rate-candidate"' in html and "base model" in html
     assert html.count('data-testid="item-row"') == 4
+    # Reference scores for every answer, their means and paired differences, and the judge's reliability.
+    for role in ("candidate", "champion"):
+        assert all(0.0 <= r[role]["scores"]["chrf"] <= 1.0 for r in rows)
+        assert metrics[role]["reference"]["chrf"]["n"] == 4
+    assert metrics["gate"]["reference_differences"]["token_f1"]["n"] == 4
+    reliability = metrics["judge_reliability"]
+    assert reliability["with_reference"]["n"] == 8 - sum(metrics["unusable_verdicts"].values())
+    assert reliability["swap_consistency"]["n"] == 4  # pairwise on: every pair judged in both orders
+    assert all(len(r["preference_orders"]) == 2 for r in rows)
+    assert 'data-testid="reference-scores"' in html and 'data-testid="judge-reliability"' in html
     assert (tmp_path / "progress").read_text() == "24/24"  # 4 items x (2 answers + 2 verdicts + 2 orders)
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from steps.common.eval_report import GateSettings
+from steps.common.eval_report import GateSettings, ReferenceMargins
+from steps.common.reference_scores import ReferenceScores
 from steps.judge.gate import (
     ModelOutcomes,
     decide,
@@ -170,3 +171,81 @@ def test_preference_summary() -> None:
     summary = summarize_preferences(["candidate", "candidate", "tie", "champion"], GateSettings())
     assert (summary.wins, summary.losses, summary.ties) == (2, 1, 1)
     assert summary.net.value == pytest.approx(0.25)
+
+
+def test_false_refusal_threshold_and_its_criterion() -> None:
+    settings = GateSettings(min_items=1, min_refusal_rate=0.0, max_false_refusal_rate=0.25)
+    champion = outcomes("A" * 20)
+    at_limit = decide(outcomes("A" * 20, refused=5), champion, settings)  # 5 of 20 answerable refused
+    assert at_limit.passed, at_limit.reason
+    assert "false refusal rate 0.250 (95% CI [" in at_limit.reason and "<= 0.250" in at_limit.reason
+    above = decide(outcomes("A" * 20, refused=6), champion, settings)
+    assert not above.passed
+    assert above.failed_criteria == ["false_refusal_rate"]
+    assert "refused 0.300 (95% CI [" in above.reason and "above the maximum false refusal rate 0.250" in above.reason
+    # Refusing unanswerable questions is no false refusal: 4 unanswerable, all refused, none answerable refused.
+    assert decide(outcomes("A" * 20, unanswerable=4, refused=4), champion, settings).passed
+    # 1 switches the criterion off.
+    assert decide(outcomes("A" * 20, refused=20), champion, settings.model_copy(
+        update={"max_false_refusal_rate": 1.0})).passed
+
+
+def test_false_refusal_rate_unmeasurable_fails_closed() -> None:
+    only_unanswerable = outcomes("A" * 10, unanswerable=10, refused=10)
+    decision = decide(only_unanswerable, only_unanswerable, GateSettings(min_items=1, min_refusal_rate=0.0))
+    assert decision.failed_criteria == ["false_refusal_rate"]
+    assert "no answerable questions" in decision.reason
+
+
+def scored(model: ModelOutcomes, chrf: list[float], grounding: list[float | None] | None = None) -> ModelOutcomes:
+    grounding = grounding or [0.5] * len(chrf)
+    return model.model_copy(update={"reference": [ReferenceScores(chrf=c, token_f1=c, grounding=g)
+                                                  for c, g in zip(chrf, grounding)]})
+
+
+def test_reference_margin_fails_a_significantly_worse_candidate_and_names_the_score() -> None:
+    n = 40
+    champion = scored(outcomes("A" * n), [0.6 + 0.01 * (i % 5) for i in range(n)])
+    candidate = scored(outcomes("A" * n), [0.3 + 0.01 * (i % 7) for i in range(n)])
+    margins = ReferenceMargins(chrf=0.05, token_f1=0.05)
+    decision = decide(candidate, champion, LENIENT.model_copy(update={"reference_margins": margins}))
+    assert not decision.passed
+    assert decision.failed_criteria == ["chrf", "token_f1"]  # grounding has no margin: reported, not gated
+    difference = decision.reference_differences["chrf"]
+    assert difference.value == pytest.approx(sum(0.3 + 0.01 * (i % 7) - 0.6 - 0.01 * (i % 5) for i in range(n)) / n)
+    assert difference.high < -0.05
+    assert "the candidate is significantly worse on chrF: chrF difference -0.2" in decision.reason
+    assert decision.reference_differences["grounding"].value == 0.0
+    # A margin wider than the loss lets it pass; without margins the scores are only reported.
+    wide = ReferenceMargins(chrf=0.5, token_f1=0.5, grounding=0.0)
+    assert decide(candidate, champion, LENIENT.model_copy(update={"reference_margins": wide})).passed
+    assert decide(candidate, champion, LENIENT).passed
+
+
+def test_reference_margin_passes_a_small_or_insignificant_loss() -> None:
+    champion = scored(outcomes("A" * 30), [0.5] * 30)
+    slightly_worse = scored(outcomes("A" * 30), [0.47] * 30)  # -0.03: significant, but within the margin
+    settings = LENIENT.model_copy(update={"reference_margins": ReferenceMargins(chrf=0.05)})
+    decision = decide(slightly_worse, champion, settings)
+    assert decision.passed, decision.reason
+    assert "chrF difference -0.030" in decision.reason
+    noisy = scored(outcomes("AAAA"), [0.0, 1.0, 0.0, 1.0])  # differences -0.5, +0.5, ...: mean 0, wide interval
+    assert decide(noisy, scored(outcomes("AAAA"), [0.5] * 4), settings).passed
+
+
+def test_grounding_is_paired_only_where_both_answers_have_it() -> None:
+    candidate = scored(outcomes("AAAA"), [0.5] * 4, grounding=[1.0, None, 0.5, 0.0])
+    champion = scored(outcomes("AAAA"), [0.5] * 4, grounding=[0.0, 1.0, None, 1.0])
+    difference = decide(candidate, champion, LENIENT).reference_differences["grounding"]
+    assert (difference.value, difference.n) == (0.0, 2)  # items 0 and 3: +1 and -1
+    summary = summarize(candidate, LENIENT)
+    assert (summary.reference["grounding"].value, summary.reference["grounding"].n) == (0.5, 3)
+
+
+def test_reference_margin_without_scores_fails_closed_and_failures_keep_their_order() -> None:
+    unscored = outcomes("C" * 30, stopped=0)
+    settings = LENIENT.model_copy(update={"min_items": 50, "min_stop_rate": 0.9,
+                                          "reference_margins": ReferenceMargins(grounding=0.1)})
+    decision = decide(unscored, outcomes("A" * 30), settings)
+    assert decision.failed_criteria == ["min_items", "a_rate", "c_rate", "stop_rate", "grounding"]
+    assert len(decision.failures) == 5 and "cannot be checked" in decision.failures[-1]

@@ -87,6 +87,13 @@ def test_first_promotion_creates_version_with_lineage_and_sets_aliases(
             for bound in ("value", "low", "high"):
                 assert tags[f"eurolora.metrics.{side}.{rate}.{bound}"] == repr(report[side][rate][bound])
     assert tags["eurolora.metrics.candidate.stop_rate.value"] == "1.0"
+    for score in ("chrf", "token_f1", "grounding"):  # the reference scores and their paired intervals
+        for bound in ("value", "low", "high"):
+            assert (tags[f"eurolora.metrics.gate.reference_differences.{score}.{bound}"]
+                    == repr(report["gate"]["reference_differences"][score][bound]))
+            for side in ("candidate", "champion"):
+                assert (tags[f"eurolora.metrics.{side}.reference.{score}.{bound}"]
+                        == repr(report[side]["reference"][score][bound]))
     assert "eurolora.metrics.gate.passed" not in tags  # booleans are not numbers
     assert "eurolora.metrics.truncated" not in tags
     assert tags["eurolora.decision"] == "promoted"

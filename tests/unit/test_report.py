@@ -129,3 +129,38 @@ def test_items_table_has_one_escaped_row_per_item_with_grades_and_checks() -> No
     assert cells[9][6] == "stop&nbsp;✗ refusal&nbsp;✓ language&nbsp;✓ length&nbsp;✓"  # candidate cut off
     assert cells[3][6].startswith("stop&nbsp;✓ refusal&nbsp;✓ language&nbsp;✗")  # wrong language
     assert all(row[9] in ("candidate", "champion", "tie") for row in cells)
+
+
+def test_report_shows_reference_scores_failed_criteria_and_judge_reliability() -> None:
+    metrics, records = sample_report()
+    html = render_report(metrics, records, examples=2, run_id="r")
+    table = html.split('data-testid="reference-scores"')[1].split("</table>")[0]
+    for name in ("chrf", "token_f1", "grounding"):
+        assert f'data-testid="reference-{name}"' in table
+        assert f'data-testid="diff-ci-{name}"' in html  # the paired interval in the difference chart
+    chrf = metrics.gate.reference_differences["chrf"]
+    assert f"{chrf.value:+.3f} [{chrf.low:+.3f}, {chrf.high:+.3f}] (n=30)" in table
+    assert "&gt;= -0.050 (upper bound)" in table and table.count("not gated") == 2
+    assert 'data-testid="tolerance-chrf"' in html and 'data-testid="tolerance-grounding"' not in html
+    assert 'data-testid="threshold-false_refusal_rate"' in html
+    reliability = html.split('data-testid="judge-reliability"')[1]
+    assert "Position-swap consistency (same preference in both orders): 0.667 [" in reliability  # 20 of 30
+    assert f"chrF &gt;= {metrics.judge_reliability.reference_chrf:.2f}" in reliability
+    if metrics.gate.failed_criteria:
+        listed = html.split('data-testid="failed-criteria"')[1].split("</p>")[0]
+        assert all(f"<code>{c}</code>" in listed for c in metrics.gate.failed_criteria)
+
+
+def test_report_names_the_failed_criteria_and_warns_about_an_untrustworthy_judge() -> None:
+    # Every answer graded A although the candidate refuses answerable questions: rejected for false refusals.
+    records = [make_record(i, make_answer("The provided context does not contain the answer to this question.",
+                                          "A", "candidate", refused=True),
+                           make_answer("Reference.", "A", "champion")) for i in range(12)]
+    metrics = measure(records, None, GateSettings(min_items=1, min_refusal_rate=0.0, bootstrap_samples=200), {})
+    assert metrics.gate.failed_criteria == ["false_refusal_rate"]
+    html = render_report(metrics, records, examples=2, run_id="r")
+    assert '<p data-testid="failed-criteria">Rejected by: <code>false_refusal_rate</code></p>' in html
+    warnings = re.findall(r'<li data-testid="judge-warning">(.*?)</li>', html)
+    assert warnings[0] == ("the judge graded 24 of 24 usable verdicts A: its verdicts hardly separate good "
+                           "answers from bad ones")
+    assert 'data-testid="judge-trusted"' not in html
