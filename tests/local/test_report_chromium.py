@@ -7,8 +7,6 @@ every `data-testid` element into its own DOM, and --dump-dom prints that DOM.
 
 import json
 import re
-import shutil
-import subprocess
 from html import unescape
 from pathlib import Path
 
@@ -16,9 +14,8 @@ import pytest
 
 from steps.judge.report import render_report
 from tests.fixtures.report_data import INJECTED, sample_report
+from tests.support.chromium import chromium
 
-CHROMIUM = "/usr/bin/chromium"
-INSTALL = "apt-get update && apt-get install -y chromium"
 PLOT_HEIGHT = 200  # px for a rate of 1.0 (steps/judge/report.py)
 
 MEASURE = """<!DOCTYPE html><html><body><pre id="boxes">pending</pre>
@@ -39,19 +36,6 @@ window.addEventListener("load", () => {
   document.getElementById("boxes").textContent = JSON.stringify(out);
 });
 </script></body></html>"""
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}; install it with: {INSTALL}")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    try:
-        return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=90,
-                              check=True)
-    finally:
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
 @pytest.fixture()
