@@ -15,9 +15,15 @@ from pipelines.argo import constants as C
 from pipelines.argo.checks import pod_endpoints, s3_endpoint
 from pipelines.config import PipelineConfig
 
-WORKFLOW_ROLE_RULES = [
+EXECUTOR_ROLE_RULES = [
     # Argo v3.4+: the executor (wait container) reports outputs as WorkflowTaskResults; nothing else.
     {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+]
+ARTIFACT_GC_ROLE_RULES = [
+    # The artifact GC pod reads its task and reports what it deleted; the S3 credentials come from the
+    # artifact repository's Secret.
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks/status"], "verbs": ["patch"]},
 ]
 SUBMITTER_ROLE_RULES = [
     # `eurolora submit/status/logs` through the Argo Server with this account's token.
@@ -63,6 +69,8 @@ def artifact_repository(config: PipelineConfig) -> dict[str, Any]:
         "keyFormat": key_format,
         "accessKeySecret": {"name": secret.name, "key": secret.access_key_id_key},
         "secretKeySecret": {"name": secret.name, "key": secret.secret_access_key_key},
+        **({"encryptionOptions": {"enableEncryption": True, "kmsKeyId": key}}
+           if (key := config.storage.s3.kms_key_arn) else {}),
     }}
 
 
@@ -123,9 +131,16 @@ def network_policy(config: PipelineConfig) -> tuple[dict[str, Any], list[str]]:
 
 
 def _rbac(config: PipelineConfig) -> list[dict[str, Any]]:
-    ns, sa = config.argo.namespace, config.argo.service_account
-    docs: list[dict[str, Any]] = []
-    for account, rules in ((sa, WORKFLOW_ROLE_RULES), ("eurolora-submitter", SUBMITTER_ROLE_RULES)):
+    """One account per job: step pods and the canary get none of these roles (the canary's is in the
+    serving namespace: manifests/serving/60-rbac.yaml), the executor and artifact GC only theirs."""
+    argo, ns = config.argo, config.argo.namespace
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(account, ns),
+         "automountServiceAccountToken": False}
+        for account in dict.fromkeys([argo.service_account, *argo.step_service_accounts.values()])]
+    for account, rules in ((argo.executor_service_account, EXECUTOR_ROLE_RULES),
+                           (argo.artifact_gc_service_account, ARTIFACT_GC_ROLE_RULES),
+                           ("eurolora-submitter", SUBMITTER_ROLE_RULES)):
         docs += [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(account, ns)},
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(account, ns),
@@ -158,9 +173,10 @@ def cluster_manifests(config: PipelineConfig) -> ClusterManifests:
     policy, warnings = network_policy(config)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": ns, "labels": {C.PART_OF_LABEL: C.PART_OF,
-                               # Argo's own init/wait containers run as non-root but are not configured
-                               # for `restricted` everywhere: enforce baseline, warn on restricted.
-                               "pod-security.kubernetes.io/enforce": "baseline",
+                               # Every compiled pod is `restricted`; Argo's init/wait containers are too
+                               # once the controller's executor securityContext is set (README.md).
+                               "pod-security.kubernetes.io/enforce": "restricted",
+                               "pod-security.kubernetes.io/audit": "restricted",
                                "pod-security.kubernetes.io/warn": "restricted"}}}
     repo = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _meta(argo.artifact_repository_configmap, ns, annotations={

@@ -13,10 +13,13 @@ from pipelines.argo import constants as C
 from pipelines.argo.dag import ENTRYPOINT, pipeline_dags
 from pipelines.argo.graph import Build
 from pipelines.argo.metrics import workflow_metrics
-from pipelines.argo.pods import labels
+from pipelines.argo.pods import ARTIFACT_GC_POD_PATCH, labels
+from pipelines.argo.settings import ArgoSettings
 from pipelines.argo.templates import EXIT_DAG, exit_templates, memo_key_template, step_template
+from steps.common.retention import RetentionSettings
 
 API_VERSION = "argoproj.io/v1alpha1"
+DAY_S = 24 * 3600
 
 
 def package_version() -> str:
@@ -37,9 +40,11 @@ def workflow_template(build: Build) -> dict[str, Any]:
         arguments=[Parameter(name=name, value=value, description=f"config: {path}")
                    for name, (path, value) in build.parameters.items()],
         active_deadline_seconds=argo.workflow_timeout_s,
+        automount_service_account_token=False,
+        executor=m.ExecutorConfig(service_account_name=argo.executor_service_account),
         pod_gc=m.PodGC(strategy=argo.pod_gc_strategy, delete_delay_duration=argo.pod_gc_delete_delay),
-        ttl_strategy=m.TTLStrategy(seconds_after_success=argo.ttl_after_success_s,
-                                   seconds_after_failure=argo.ttl_after_failure_s),
+        ttl_strategy=ttl_strategy(build.config.retention),
+        artifact_gc=artifact_gc(argo),
         artifact_repository_ref=m.ArtifactRepositoryRef(config_map=argo.artifact_repository_configmap,
                                                         key=argo.artifact_repository_key),
         pod_metadata=m.Metadata(labels=labels(build)),
@@ -64,6 +69,19 @@ def workflow_template(build: Build) -> dict[str, Any]:
         C.DESCRIPTION_ANNOTATION: _description(build, None),
     }
     return spec
+
+
+def ttl_strategy(retention: RetentionSettings) -> m.TTLStrategy:
+    """A finished workflow is deleted after the shorter of the log and report retention: it holds the step
+    logs and its deletion takes Argo's own artifacts (the judge's report) with it (artifact_gc)."""
+    return m.TTLStrategy(seconds_after_completion=min(retention.logs_days, retention.reports_days) * DAY_S)
+
+
+def artifact_gc(argo: ArgoSettings) -> m.WorkflowLevelArtifactGC:
+    """Deleting the workflow (its TTL, or by hand) deletes the artifacts it stored in the repository."""
+    return m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion",
+                                     service_account_name=argo.artifact_gc_service_account,
+                                     pod_spec_patch=ARTIFACT_GC_POD_PATCH)
 
 
 def template_name(build: Build, template: dict[str, Any]) -> str:

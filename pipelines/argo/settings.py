@@ -58,9 +58,21 @@ class Images(BaseModel):
     tag: str = Field("0.1.0", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
     pull_secret: str | None = Field(None, pattern=_DNS_LABEL)
+    # The pushed image's digest per family, where known: the reference then pins it (`:tag@sha256:...`),
+    # so a re-pushed tag cannot change what runs.
+    digests: dict[ImageFamily, str] = Field(default_factory=dict)
+
+    @field_validator("digests")
+    @classmethod
+    def _sha256(cls, value: dict[str, str]) -> dict[str, str]:
+        for family, digest in value.items():
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"{family}: {digest!r} is not an image digest (sha256:<64 hex digits>)")
+        return value
 
     def ref(self, family: str) -> str:
-        return f"{self.registry}/eurolora-{family}:{self.tag}"
+        digest = self.digests.get(family)  # type: ignore[call-overload]
+        return f"{self.registry}/eurolora-{family}:{self.tag}" + (f"@{digest}" if digest else "")
 
     @property
     def registry_host(self) -> str:
@@ -180,7 +192,14 @@ class ArgoSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     namespace: str = Field("eurolora", pattern=_DNS_LABEL)
+    # Step pods run as service_account without a token; Argo's executor (init/wait containers) gets
+    # executor_service_account's token, which may only report results; steps that call the Kubernetes API
+    # (the canary) run as their own account, with a token; artifact GC pods as artifact_gc_service_account.
     service_account: str = Field("eurolora-workflow", pattern=_DNS_LABEL)
+    executor_service_account: str = Field("eurolora-executor", pattern=_DNS_LABEL)
+    step_service_accounts: dict[str, str] = Field(default_factory=lambda: {"canary": "eurolora-canary"},
+                                                  description="step -> account whose token it mounts")
+    artifact_gc_service_account: str = Field("eurolora-artifact-gc", pattern=_DNS_LABEL)
     # The Argo Server (submit/status/logs). A path prefix (https://host/argo) is kept. The bearer token:
     # the environment variable named by token_env when set, else token_file (e.g. a mounted Secret), else
     # token. It is sent only in the Authorization header, never printed, logged or compiled into YAML.
@@ -214,8 +233,6 @@ class ArgoSettings(BaseModel):
     pod_gc_strategy: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] = \
         "OnPodSuccess"  # failed pods stay for `kubectl logs` until the workflow's TTL
     pod_gc_delete_delay: str = Field("10m", pattern=r"^[0-9]+(s|m|h)$")
-    ttl_after_success_s: int = Field(7 * 24 * 3600, ge=0)
-    ttl_after_failure_s: int = Field(14 * 24 * 3600, ge=0)
     schedule: Schedule = Field(default_factory=Schedule)
 
     artifact_repository_configmap: str = Field("artifact-repositories", pattern=_DNS_LABEL)
@@ -237,3 +254,11 @@ class ArgoSettings(BaseModel):
 
     def timeout_for(self, step: str) -> int:
         return self.step_timeouts_s.get(step, self.step_timeout_s)
+
+    @field_validator("step_service_accounts")
+    @classmethod
+    def _account_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for step, account in value.items():
+            if not re.fullmatch(_DNS_LABEL, account):
+                raise ValueError(f"{step}: {account!r} is not a service account name (a DNS label)")
+        return value

@@ -29,6 +29,8 @@ def step_template(build: Build, sio: StepIO) -> Script:
     report = node.name in argo.ui_report_steps
     settings = pod_settings(build, node.image, res, timeout_s=argo.timeout_for(node.name),
                             extra_env={UI_REPORT_ENV: C.UI_REPORT_PATH} if report else None)
+    if account := argo.step_service_accounts.get(node.name):  # it calls the Kubernetes API itself
+        settings.update(service_account_name=account, automount_service_account_token=True)
     extra_inputs = [Parameter(name=C.MEMO_KEY_PARAM)] if node.memoize else None
     outputs = [Artifact(name=C.UI_REPORT_ARTIFACT, path=C.UI_REPORT_PATH, optional=True,
                         archive=NoneArchiveStrategy())] if report else None

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from pipelines.argo.cluster import (
+    EXECUTOR_ROLE_RULES,
     SUBMITTER_ROLE_RULES,
-    WORKFLOW_ROLE_RULES,
     cluster_manifests,
     network_policy,
 )
@@ -38,7 +38,7 @@ def test_strict_validation_catches_a_misspelled_field(example_config):
 def test_workflow_account_is_least_privilege(example_config):
     docs, _ = _docs(example_config)
     roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "Role"}
-    assert roles[example_config.argo.service_account] == WORKFLOW_ROLE_RULES == [
+    assert roles[example_config.argo.executor_service_account] == EXECUTOR_ROLE_RULES == [
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
     assert roles["eurolora-submitter"] == SUBMITTER_ROLE_RULES
     for rules in roles.values():

@@ -248,7 +248,7 @@ def test_every_pod_is_pinned_offline_retried_and_bounded(compiled, example_confi
         mounts = {m["mountPath"] for m in t["script"]["volumeMounts"]}
         assert {C.SCRATCH_DIR, "/tmp"} <= mounts
     spec = compiled.template["spec"]
-    assert spec["podGC"]["strategy"] and spec["ttlStrategy"]["secondsAfterFailure"] > 0
+    assert spec["podGC"]["strategy"] and spec["ttlStrategy"]["secondsAfterCompletion"] > 0
     assert spec["activeDeadlineSeconds"] > 0 and spec["securityContext"]["runAsNonRoot"] is True
 
 

@@ -278,7 +278,7 @@ def test_canary_may_patch_exactly_its_two_objects() -> None:
                        ("inference.networking.x-k8s.io", "inferencemodelrewrites",
                         defaults.model_rewrite or adapter_set.family)}
     assert all(set(rule["verbs"]) <= {"get", "patch"} for rule in role["rules"])
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "eurolora-workflow", "namespace": "eurolora"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "eurolora-canary", "namespace": "eurolora"}]
     assert defaults.namespace == "inference" and defaults.pool == _one("InferencePool", "vllm")["metadata"]["name"]
 
 
