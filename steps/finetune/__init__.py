@@ -42,6 +42,7 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
     from steps.common.models import resolve_model_dir
     from steps.common.tags import ADAPTER_URI_TAG
     from steps.finetune import data, trainer
+    from steps.finetune.checkpoints import CheckpointStore
     from steps.finetune.tracking import flatten, tracked_run
 
     context, settings = inputs.context, inputs.settings
@@ -71,8 +72,10 @@ def run(inputs: FinetuneInputs) -> FinetuneOutputs:
               "train_examples": stats["train"].examples, "val_examples": stats["val"].examples}
     with tracked_run(inputs.registry, context.residency, f"finetune-{context.run_id}", tags, params) as tracking:
         with tempfile.TemporaryDirectory(prefix="finetune-", dir=context.scratch()) as work:
+            # Same run id, same place: a retried pod finds the checkpoints its killed attempt published.
+            checkpoints = CheckpointStore(store, context.output_uri("finetune", "checkpoints"))
             model, result = trainer.train(model_dir, tokenizer, splits["train"], splits["val"], settings,
-                                          run_plan, Path(work))
+                                          run_plan, Path(work), checkpoints)
         with publishing(context, "finetune", "adapter") as (out, adapter_uri):
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)

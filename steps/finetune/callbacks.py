@@ -26,13 +26,14 @@ class TrainerEvents:
 
 
 class ProgressCallback(TrainerEvents):
-    """`step/max_steps` to $ARGO_PROGRESS_FILE after every optimizer step."""
+    """`step/max_steps` to $ARGO_PROGRESS_FILE after every optimizer step (from the resumed step on a resume)."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.progress = Progress(total=state.max_steps)
+        self.progress.advance(state.global_step)  # a resumed run starts where its checkpoint left off
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:

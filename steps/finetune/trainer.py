@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from steps.common.errors import TransientError
 from steps.finetune.callbacks import CheckpointingGuard, ProgressCallback
+from steps.finetune.checkpoints import CheckpointCallback, CheckpointStore, StopRequest
 from steps.finetune.settings import FinetuneSettings, LoraProfile
 
 Mode = Literal["lora", "qlora"]
@@ -97,7 +99,8 @@ def sft_config(settings: FinetuneSettings, run_plan: Plan, output_dir: Path) -> 
         train_sampling_strategy="random" if packed else "group_by_length",
         logging_steps=1,  # one loss per optimizer step: the loss curve
         eval_strategy="no",
-        save_strategy="no",
+        save_strategy="no",  # CheckpointCallback decides when (steps, minutes, SIGTERM)
+        save_total_limit=1,  # locally only the newest: the published ones live in the artifact store
         report_to="none",  # MLflow logging is ours (bounded, tagged), not the Trainer's callback
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -124,17 +127,28 @@ def build_trainer(
 
 def train(
     model_dir: Path, tokenizer: Any, train_ds: Any, val_ds: Any, settings: FinetuneSettings, run_plan: Plan,
-    output_dir: Path,
+    output_dir: Path, checkpoints: CheckpointStore | None = None,
 ) -> tuple[Any, TrainResult]:
-    """Train, then evaluate on the validation set; returns the PEFT model and what happened."""
+    """Train, then evaluate on the validation set; returns the PEFT model and what happened.
+
+    With `checkpoints`, training resumes from the newest usable one, saves new ones as the settings say, and on
+    SIGTERM saves one and raises TransientError (the step exits 75 and is retried)."""
     import torch
 
     guard = CheckpointingGuard()
-    callbacks = [ProgressCallback(), *([guard] if settings.gradient_checkpointing else [])]
-    trainer = build_trainer(model_dir, tokenizer, train_ds, val_ds, settings, run_plan, output_dir, callbacks)
-    if run_plan.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    output = trainer.train()
+    callbacks: list[Any] = [ProgressCallback(), *([guard] if settings.gradient_checkpointing else [])]
+    with StopRequest(active=checkpoints is not None) as stop:
+        if checkpoints is not None:
+            callbacks.append(CheckpointCallback(checkpoints, settings.checkpoint_every_steps,
+                                                settings.checkpoint_every_minutes, stop))
+        trainer = build_trainer(model_dir, tokenizer, train_ds, val_ds, settings, run_plan, output_dir, callbacks)
+        resume = checkpoints.latest(output_dir / "resume") if checkpoints is not None else None
+        if run_plan.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop.signalled and trainer.state.global_step < trainer.state.max_steps:
+        raise TransientError(f"stopped by SIGTERM at step {trainer.state.global_step}/{trainer.state.max_steps}; "
+                             "its checkpoint is published and a retry resumes from it")
     val_loss = float(trainer.evaluate()["eval_loss"])
     history = trainer.state.log_history
     curve = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
