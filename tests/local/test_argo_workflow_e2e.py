@@ -13,8 +13,10 @@ with the model inside would provide it).
 """
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -59,12 +61,15 @@ def _s3(endpoint: str):
 
 
 @pytest.fixture(scope="module")
-def harness_run(tmp_path_factory: pytest.TempPathFactory, moto_server: str, embedded_model_dir: Path) -> dict:
+def harness_run(request: pytest.FixtureRequest, moto_server: str, embedded_model_dir: Path) -> dict:
     from pipelines.local.processes import free_port
     from pipelines.local.serving_stack import canary_serving
     from steps.common.models import cache_root
 
-    work = tmp_path_factory.mktemp("argo-harness")
+    # A short folder: a pod's /tmp lives under it, and vLLM's engine binds a Unix socket there, whose path must
+    # stay under 108 bytes (pytest's tmp_path plus the pod's folders is longer).
+    work = Path(tempfile.mkdtemp(prefix="argo-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
     client = _s3(moto_server)
     client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
     for document in sorted((REPO / "pipelines" / "corpus" / "demo").iterdir()):
@@ -159,10 +164,12 @@ def test_registry_and_canary_decision(harness_run: dict) -> None:
     promote, canary = result.node("promote").outputs, result.node("canary").outputs
     assert promote["model_version"] == "1" and promote["promoted"] == "true"
     assert canary["decision"] in ("promoted", "rolled_back"), canary
-    client = MlflowClient(tracking_uri=harness_run["server"].uri)
+    # The server stopped with the run: read the registry it wrote from its SQLite file.
+    client = MlflowClient(tracking_uri=harness_run["server"].db_uri)
     name = harness_run["config"].registry.model_name
     version = client.get_model_version(name, "1")
-    assert version.tags["eurolora.adapter_uri"] == result.node("finetune").outputs["adapter_uri"]
+    assert version.tags["eurolora.run_adapter_uri"] == result.node("finetune").outputs["adapter_uri"]
+    assert version.tags["eurolora.adapter_uri"].endswith(f"/models/{name}/v1")  # promote's copy, out of the run
     assert version.tags["eurolora.pipeline_run_id"] == RUN_NAME  # {{workflow.name}}, filled into the context
     assert version.tags["eurolora.canary.decision"] == canary["decision"]
     # The canary settled the challenger either way: champion (promoted) or no champion (rolled back to the
