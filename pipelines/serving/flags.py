@@ -59,8 +59,9 @@ class LocalOverrides:
     threads: int = 1  # OpenMP threads, unbound: on a shared 2-core machine the tests need the other core
 
     def env(self) -> dict[str, str]:
+        # VLLM_HOST_IP: one machine; without it vLLM connects a UDP socket to 8.8.8.8 to guess its address.
         return {"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                "OMP_NUM_THREADS": str(self.threads)}
+                "OMP_NUM_THREADS": str(self.threads), "VLLM_HOST_IP": "127.0.0.1"}
 
 
 def deployment_args() -> list[str]:

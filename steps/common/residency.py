@@ -193,4 +193,7 @@ OFFLINE_ENV: dict[str, str] = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow 3.x ignores DO_NOT_TRACK
+    # vLLM finds "its" address by connecting a UDP socket to 8.8.8.8 unless told: a step's engine processes
+    # talk to each other inside one pod (one machine), never across hosts.
+    "VLLM_HOST_IP": "127.0.0.1",
 }

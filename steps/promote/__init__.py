@@ -196,9 +196,10 @@ def run(inputs: PromoteInputs) -> PromoteOutputs:
         source = registry.log_adapter(inputs.mlflow_run_id, adapter_dir)
         version = registry.create_version(source, inputs.mlflow_run_id, tags)
         log.info("promote: registered %s version %s", inputs.registry.model_name, version.version)
-        # The judge's numbers on the run that trained the version, where MLflow's UI shows them.
-        registry.log_metrics(inputs.mlflow_run_id, {f"judge.{k}": v for k, v in report_numbers(report).items()})
     registry.set_alias(CHALLENGER, version.version)
+    # The judge's numbers on the run that trained the version, where MLflow's UI shows them (a retry logs
+    # the same values again).
+    registry.log_metrics(inputs.mlflow_run_id, {f"judge.{k}": v for k, v in report_numbers(report).items()})
 
     if not report.gate.passed:
         decision, promoted = "rejected", False
