@@ -135,7 +135,7 @@ def test_no_process_of_the_run_tried_to_reach_the_network(offline_run: dict, tmp
     assert any("pipelines.cli run" in argv for argv in started)
     for step in STEPS:
         assert any(f"steps.{step}:run" in argv for argv in started), f"no hooked process ran {step}"
-    assert any("vllm/entrypoints/openai/api_server" in argv for argv in started)  # the canary's vLLM server
+    assert any("-m vllm.entrypoints.openai.api_server" in argv for argv in started)  # the canary's vLLM server
     # Negative control, in the same kind of namespace with the same hooks: attempts are recorded even when
     # they fail quietly.
     control = tmp_path / "control.jsonl"

@@ -17,6 +17,7 @@ from steps.common.registry_settings import RegistrySettings
 from steps.common.residency import ResidencyError, ResidencyPolicy
 from steps.common.restore import RestoreError, artifact_problem, restore_version
 from steps.common.storage import S3Settings
+from steps.common.tags import ADAPTER_URI_TAG
 from steps.common.tags import BACKUP_ERROR_TAG, BACKUP_TAG
 from steps.promote import run
 from steps.promote.settings import PromoteSettings
@@ -120,7 +121,8 @@ def test_restore_of_an_intact_version_does_nothing_and_without_backup_fails_clea
     kwargs = {"registry": registry, "store": context.store(), "backup": backup, "version": out.model_version,
               "experiment": "eurolora", "lock": LeaseSettings(settle_s=0.05), "scratch": tmp_path / "scratch"}
     assert restore_version(**kwargs).outcome == "intact"
-    (Path(inputs.adapter_uri.removeprefix("file://")) / "MANIFEST.json").unlink()
+    live = registry.get_version(out.model_version).tags[ADAPTER_URI_TAG]  # promote's copy under models/
+    (Path(live.removeprefix("file://")) / "MANIFEST.json").unlink()
     with pytest.raises(RestoreError, match="records no usable backup"):
         restore_version(**kwargs)
 
