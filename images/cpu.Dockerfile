@@ -30,7 +30,7 @@ COPY --from=build /opt/eurolora /opt/eurolora
 ENV PATH=/opt/eurolora/bin:$PATH \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
-    VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
+    VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true VLLM_HOST_IP=127.0.0.1
 USER 10001:10001
 WORKDIR /home/eurolora
 # Argo runs each step as Hera's runner: python -m hera.workflows.runner -e steps.<step>:run <inputs file>
