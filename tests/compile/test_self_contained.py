@@ -1,5 +1,6 @@
 """A clone is self-contained: nothing in the tests, the Makefile or the code reads a path outside the
-repository (the Argo schemas once came from ../shared, which only the development machines have).
+repository (the Argo schemas once came from a folder beside the checkout, which only the development
+machines have; they are in tests/data/argo now).
 
 Proved by running the compile tests that read the Argo schemas and the golden files from a copy of the
 repository's files (what `git ls-files` lists, plus new files not yet committed) in an otherwise empty
@@ -11,6 +12,7 @@ absolute path to the original checkout or its neighbours fails the test even whe
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,9 +26,10 @@ from tests.compile.conftest import REPO_ROOT
 # manifests/ (the golden files). test_submit reads the swagger too but runs ~30 CLI processes: left out.
 SUBSET = ["tests/compile/test_schemas.py", "tests/compile/test_golden.py"]
 SYSTEM_ROOTS = ["/usr", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin"]
-# Text that points outside the repository: the development machines' shared folder, or this checkout's
-# own parent folder written out (an absolute path that only exists where the repository was cloned).
-OUTSIDE_MARKERS = ("../shared", f"{REPO_ROOT.parent}/")
+# Text that points outside the repository: the development machines' folder beside the checkout (named by a
+# pattern, so this file does not itself mention a path outside), or this checkout's own parent folder written
+# out (an absolute path that only exists where the repository was cloned).
+OUTSIDE_MARKERS = (re.compile(r"\.\.[/\\]shared\b"), re.compile(re.escape(f"{REPO_ROOT.parent}/")))
 
 
 def _repository_files() -> list[str]:
@@ -50,7 +53,7 @@ def test_no_file_of_the_repository_points_outside_it():
             continue  # binary test data (PDFs, images)
         if name == "tests/compile/test_self_contained.py":
             continue  # this file names the markers
-        found += [f"{name}: {marker}" for marker in OUTSIDE_MARKERS if marker in text]
+        found += [f"{name}: {marker.pattern}" for marker in OUTSIDE_MARKERS if marker.search(text)]
     assert found == []
 
 
@@ -78,7 +81,7 @@ def test_the_audit_hook_records_a_read_outside(tmp_path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "PYTHONPATH": str(REPO_ROOT / "tests" / "support" / "path_audit"),
            "EUROLORA_TEST_PATH_AUDIT": str(audit), "EUROLORA_TEST_ALLOWED_ROOTS": json.dumps([str(tmp_path)])}
-    code = f"open({str(Path(__file__))!r}).read()\ntry:\n    open('../shared/argo/missing.json')\nexcept OSError:\n    pass"
+    code = f"open({str(Path(__file__))!r}).read()\ntry:\n    open('../sibling/missing.json')\nexcept OSError:\n    pass"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=60)
     read = {Path(json.loads(line)["real"]) for line in audit.read_text().splitlines()}
-    assert Path(__file__).resolve() in read and (tmp_path.parent / "shared" / "argo" / "missing.json") in read
+    assert Path(__file__).resolve() in read and (tmp_path.parent / "sibling" / "missing.json") in read
